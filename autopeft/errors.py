@@ -1,0 +1,5 @@
+"""The one exception type for user mistakes: the CLI prints it as a single line, no traceback."""
+
+
+class AutoPeftError(Exception):
+    """Bad input or an unusable environment, explained in one line for the user."""
