@@ -1,0 +1,160 @@
+"""Optuna studies: the single source of truth for a search.
+
+Everything a report needs (configs, metrics, counts, timings, dev scores) is written here, so a
+report rebuilds from the study alone. Storage is Optuna's journal file by default (it survives a
+crash mid-write and optuna-dashboard opens it) or any RDB URL for clusters.
+
+Record layout (read by `autopeft.report`, written by the engine):
+
+* ``study.user_attrs["autopeft"]``: the study's setup (:class:`StudySetup` as a dict).
+* ``study.user_attrs["dev_scores"]``: ``{str(trial_number): {metric: value, "score": primary}}``.
+* trial ``values``: ``[score, stored_params]`` (maximise, minimise) for COMPLETE trials.
+* trial ``params``: ``"method"`` and ``"<method>.<knob>"`` for every sampled knob.
+* trial ``user_attrs``: see the ``ATTR_*`` names below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from autopeft.errors import AutoPeftError
+
+DIRECTIONS = ("maximize", "minimize")  # (score, stored_params)
+
+ATTR_METHOD = "method"
+ATTR_STATUS = "status"  # "ok" | "infeasible" | "error" | "pruned"
+ATTR_STORED = "stored_params"
+ATTR_HEAD = "head_params"
+ATTR_BUDGET_USED = "budget_used"  # stored_params / budget_params
+ATTR_METRICS = "metrics"  # selection-split metrics of the last epoch, incl. "score"
+ATTR_CURVE = "curve"  # [{"epoch": 1, "score": ...}, ...]
+ATTR_TRAIN_SECONDS = "train_seconds"
+ATTR_EVAL_SECONDS = "eval_seconds"
+ATTR_TRIAL_SECONDS = "trial_seconds"
+ATTR_ARTIFACT = "artifact"  # path of the trained delta, relative to the study directory
+ATTR_ERROR = "error"
+
+STATUS_OK = "ok"
+STATUS_INFEASIBLE = "infeasible"
+STATUS_ERROR = "error"
+STATUS_PRUNED = "pruned"
+
+SETUP_KEY = "autopeft"
+DEV_SCORES_KEY = "dev_scores"
+
+
+@dataclass
+class StudySetup:
+    """What a study was created for; a resumed study must match it."""
+
+    task: str
+    model: str
+    budget_spec: str
+    budget_params: int
+    backbone_params: int
+    primary_metric: str
+    methods: list[str]
+    seed: int = 0
+    selection_fraction: float = 0.1
+    epochs: int = 1
+    max_train_samples: int | None = None
+    data_source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    # Changing these mid-study would mix incomparable trials in one front.
+    IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed")
+
+
+def default_study_name(task: str, model: str, budget_spec: str) -> str:
+    """`mrpc-all-MiniLM-L6-v2-0.5pct`: readable, filesystem-safe, stable across runs."""
+    model_short = Path(model.rstrip("/")).name or model
+    budget = budget_spec.strip().replace("%", "pct").replace(".", "_")
+    name = f"{task}-{model_short}-{budget}"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+
+
+def make_storage(storage: str | None, study_dir: Path) -> BaseStorage:
+    """A journal file under the study directory by default; an RDB URL or journal path otherwise."""
+    if storage and "://" in storage:
+        try:
+            return RDBStorage(storage)
+        except Exception as exc:  # SQLAlchemy raises many types for a bad URL
+            raise AutoPeftError(f"cannot open storage '{storage}': {exc}") from None
+    path = Path(storage) if storage else study_dir / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> optuna.Study:
+    """Create the study, or load it and check it was made for the same task/model/budget.
+
+    Trials left RUNNING by a crashed or killed run are marked FAIL, so they neither block the
+    sampler nor appear as results; their completed siblings are kept.
+    """
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if setup is not None:
+            _check_same_setup(name, study, setup)
+        _fail_stale_trials(study)
+        return study
+    if setup is None:
+        known = ", ".join(sorted(existing)) or "none"
+        raise AutoPeftError(f"no study named '{name}' in this storage (studies found: {known})")
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
+    study.set_user_attr(SETUP_KEY, asdict(setup))
+    study.set_user_attr(DEV_SCORES_KEY, {})
+    return study
+
+
+def study_setup(study: optuna.Study) -> StudySetup:
+    data = dict(study.user_attrs.get(SETUP_KEY) or {})
+    if not data:
+        raise AutoPeftError(f"study '{study.study_name}' was not created by autopeft")
+    return StudySetup(**data)
+
+
+def dev_scores(study: optuna.Study) -> dict[int, dict[str, float]]:
+    return {int(k): v for k, v in (study.user_attrs.get(DEV_SCORES_KEY) or {}).items()}
+
+
+def record_dev_scores(study: optuna.Study, scores: dict[int, dict[str, float]]) -> None:
+    merged = {str(k): v for k, v in dev_scores(study).items()}
+    merged.update({str(k): v for k, v in scores.items()})
+    study.set_user_attr(DEV_SCORES_KEY, merged)
+
+
+def feasible_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated COMPLETE trials within budget, sorted by stored parameters."""
+    budget = study_setup(study).budget_params
+    front = [
+        t
+        for t in study.best_trials
+        if t.values is not None and not math.isnan(t.values[0]) and t.values[1] <= budget
+    ]
+    return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
+
+
+def _check_same_setup(name: str, study: optuna.Study, setup: StudySetup) -> None:
+    old = study_setup(study)
+    for key in StudySetup.IDENTITY:
+        if getattr(old, key) != getattr(setup, key):
+            raise AutoPeftError(
+                f"study '{name}' was made with {key}={getattr(old, key)!r}, not "
+                f"{getattr(setup, key)!r}; pass --study with a new name to start another study"
+            )
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, STATUS_ERROR)
+        storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, "interrupted (run stopped)")
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
