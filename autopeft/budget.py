@@ -1,0 +1,80 @@
+"""Budgets of stored, task-specific parameters: parsing and exact counting on live models."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from autopeft.errors import AutoPeftError
+
+_ACCEPTED = (
+    "accepted: a percentage (0.5%), a fraction below 1 (0.005), "
+    "or a count (120k, 1.2M, 120000)"
+)
+_SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+_PATTERN = re.compile(r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>%|[kKmMbB])?\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A cap on stored parameters: either a fraction of the backbone or an absolute count."""
+
+    spec: str
+    fraction: float | None = None
+    count: int | None = None
+
+    def params(self, backbone_params: int) -> int:
+        """The cap in parameters for a backbone of this size (fractions round down)."""
+        if self.count is not None:
+            return self.count
+        return int(self.fraction * backbone_params)
+
+    def describe(self, backbone_params: int) -> str:
+        cap = self.params(backbone_params)
+        return f"{self.spec} = {cap:,} params ({cap / backbone_params:.3%} of {backbone_params:,})"
+
+
+def parse_budget(spec: str) -> Budget:
+    """Parse `0.5%`, `0.005`, `120k`, `1.2M` or `120000`.
+
+    A bare number below 1 is a fraction of the backbone; 1 or more is a parameter count.
+    """
+    match = _PATTERN.match(str(spec))
+    if not match:
+        raise AutoPeftError(f"invalid budget '{spec}'; {_ACCEPTED}")
+    number = float(match["num"])
+    unit = (match["unit"] or "").lower()
+    if number <= 0:
+        raise AutoPeftError(f"budget '{spec}' must be positive; {_ACCEPTED}")
+    if unit == "%":
+        if number > 100:
+            raise AutoPeftError(f"budget '{spec}' is over 100%; {_ACCEPTED}")
+        return Budget(spec=spec.strip(), fraction=number / 100)
+    if unit == "" and number < 1:
+        return Budget(spec=spec.strip(), fraction=number)
+    count = number * _SUFFIXES[unit]
+    if count != int(count):
+        raise AutoPeftError(f"budget '{spec}' is not a whole number of parameters; {_ACCEPTED}")
+    return Budget(spec=spec.strip(), count=int(count))
+
+
+def count_params(module: nn.Module, trainable_only: bool = False) -> int:
+    """Parameters of a module, each shared tensor once (tied embeddings are stored once)."""
+    seen: set[int] = set()
+    total = 0
+    for param in module.parameters():
+        if id(param) in seen or (trainable_only and not param.requires_grad):
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total
+
+
+def trainable_line(trainable: int, total: int) -> str:
+    """The line peft's `print_trainable_parameters` prints, so logs read the same."""
+    return (
+        f"trainable params: {trainable:,d} || all params: {total:,d} "
+        f"|| trainable%: {100 * trainable / max(total, 1):.4f}"
+    )

@@ -1,0 +1,194 @@
+"""The interface every PEFT method implements, and how methods declare their knobs.
+
+A method is a config dataclass (its knobs, with types, defaults and help) plus a `Method`
+subclass that applies it to a model. Search ranges live in `search_spaces/*.yaml`, not here,
+so one file says what is searched.
+
+The training loop knows nothing about particular methods: it asks the method for parameter
+groups and calls its hooks (after backward, after each optimizer step), which is where gradient
+masks, rank reallocation or phase switches of later methods plug in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from autopeft.errors import AutoPeftError
+from autopeft.methods.targets import is_head_param
+
+DELTA_FILE = "delta.safetensors"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A searchable setting of a method: its name, type, default and meaning."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None  # allowed values when the knob is an enumeration
+    minimum: float | None = None  # smallest valid value for numeric knobs
+    affects_size: bool = False  # changes the stored parameter count
+
+
+def knob(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    affects_size: bool = False,
+) -> Any:
+    """Declare a knob as a dataclass field (type comes from the annotation)."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "affects_size": affects_size}
+    return field(default=default, metadata={"knob": meta})
+
+
+def learning_rate_knob(default: float) -> Any:
+    """Every method searches its own learning rate; only the default differs."""
+    return knob(default, "peak AdamW learning rate", minimum=0.0)
+
+
+@dataclass
+class MethodConfig:
+    """Training knobs every method has; subclasses add their own and override defaults."""
+
+    learning_rate: float = learning_rate_knob(1e-3)
+    warmup_ratio: float = knob(0.06, "fraction of steps with linear warmup", minimum=0.0)
+    weight_decay: float = knob(0.0, "AdamW weight decay (never on biases/LayerNorm)", minimum=0.0)
+
+    @classmethod
+    def knobs(cls) -> list[Knob]:
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        types = {"int": int, "float": float, "str": str, "bool": bool}
+        out = []
+        for f in dataclasses.fields(cls):
+            meta = f.metadata.get("knob")
+            if meta is None:
+                continue
+            out.append(Knob(name=f.name, type=types.get(str(hints[f.name]), str), default=f.default,
+                            **meta))
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], method: str) -> MethodConfig:
+        """Build and validate a config, naming the bad knob and what it accepts."""
+        knobs = {k.name: k for k in cls.knobs()}
+        unknown = sorted(set(values) - set(knobs))
+        if unknown:
+            raise AutoPeftError(
+                f"unknown knob(s) {', '.join(unknown)} for method '{method}'; "
+                f"accepted: {', '.join(sorted(knobs))}"
+            )
+        for name, value in values.items():
+            spec = knobs[name]
+            if spec.choices is not None and value not in spec.choices:
+                raise AutoPeftError(
+                    f"{method}.{name}={value!r} is not allowed; choose one of {list(spec.choices)}"
+                )
+            if spec.minimum is not None and value < spec.minimum:
+                raise AutoPeftError(f"{method}.{name}={value!r} must be >= {spec.minimum}")
+        return cls(**values)
+
+    def size_key(self) -> tuple:
+        """The knob values that determine the stored size (cache key for budget checks)."""
+        return tuple((k.name, getattr(self, k.name)) for k in self.knobs() if k.affects_size)
+
+
+class Method(ABC):
+    """Applies one PEFT method to a model and accounts for what it must store."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]]
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+
+    @abstractmethod
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Freeze the backbone, add/unfreeze what this method trains; return the model to train.
+
+        The task head is always trainable; it is counted separately, not charged to the budget.
+        """
+
+    # --- accounting -------------------------------------------------------------------
+    def stored_params(self, model: nn.Module) -> int:
+        """Exact count of what must be stored per task beyond the frozen backbone (no head).
+
+        Default: every trainable non-head value. Sparse methods override with their non-zeros.
+        """
+        return sum(t.numel() for name, t in self.delta_state(model).items()
+                   if not is_head_param(name))
+
+    def head_params(self, model: nn.Module) -> int:
+        return sum(t.numel() for name, t in self.delta_state(model).items() if is_head_param(name))
+
+    def delta_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors that make up the task's delta (trainable ones, head included)."""
+        seen: set[int] = set()
+        state = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                state[name] = param
+        return state
+
+    # --- training hooks (no-ops unless a method needs them) --------------------------------
+    def parameter_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay on matrices only, as is conventional for transformers."""
+        decay, no_decay = [], []
+        for param in self.delta_state(model).values():
+            (decay if param.ndim >= 2 else no_decay).append(param)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def after_backward(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
+        """Called between backward and the optimizer step (gradient masks go here)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
+        """Called after each optimizer step (rank reallocation, projections go here)."""
+
+    # --- artifacts ---------------------------------------------------------------------
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """Write the delta as safetensors; the caller writes the JSON description beside it."""
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.delta_state(model).items()}
+        save_file(state, str(directory / DELTA_FILE))
+
+    def load(self, model: nn.Module, directory: Path) -> nn.Module:
+        """Apply the method to a fresh backbone and load a saved delta into it."""
+        model = self.apply(model)
+        state = load_file(str(directory / DELTA_FILE))
+        missing = set(state) - set(dict(model.named_parameters()))
+        if missing:
+            raise AutoPeftError(
+                f"artifact {directory} does not match the model: {sorted(missing)[:3]}"
+            )
+        model.load_state_dict(state, strict=False)
+        return model
+
+    def describe(self) -> str:
+        return json.dumps(dataclasses.asdict(self.config), sort_keys=True)
+
+
+def freeze(model: nn.Module) -> None:
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def unfreeze_head(model: nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if is_head_param(name):
+            param.requires_grad_(True)

@@ -1,0 +1,52 @@
+"""LoRA (Hu et al. 2021) through Hugging Face `peft`: low-rank updates on chosen projections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, TaskType, get_peft_model
+from torch import nn
+
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.targets import ROLE_SETS, head_module_names, resolve_roles
+
+
+@dataclass
+class LoraConfig(MethodConfig):
+    r: int = knob(8, "rank of each update", minimum=1, affects_size=True)
+    lora_alpha: int = knob(16, "scaling numerator (update scaled by alpha / r)", minimum=1)
+    lora_dropout: float = knob(0.05, "dropout on the LoRA input", minimum=0.0)
+    targets: str = knob(
+        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
+        choices=tuple(ROLE_SETS), affects_size=True,
+    )
+    learning_rate: float = learning_rate_knob(2e-3)
+
+
+class Lora(Method):
+    name = "lora"
+    summary = "low-rank updates B·A on attention/FFN projections (peft)"
+    config_class = LoraConfig
+
+    def _peft_config(self, model: nn.Module) -> PeftLoraConfig:
+        cfg: LoraConfig = self.config
+        return PeftLoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=cfg.r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=resolve_roles(model, ROLE_SETS[cfg.targets]),
+            modules_to_save=head_module_names(model),
+        )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return get_peft_model(model, self._peft_config(model))
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """peft's own layout (adapter_config.json + adapter_model.safetensors)."""
+        model.save_pretrained(str(directory))
+
+    def load(self, model: nn.Module, directory: Path) -> nn.Module:
+        return PeftModel.from_pretrained(model, str(directory))

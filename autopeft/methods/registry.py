@@ -1,0 +1,35 @@
+"""Registered methods by name: what `--methods` takes and what trials.csv shows."""
+
+from __future__ import annotations
+
+from autopeft.errors import AutoPeftError
+from autopeft.methods.base import Method
+from autopeft.methods.bitfit import BitFit
+from autopeft.methods.full import FullFineTuning
+from autopeft.methods.lora import Lora
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (FullFineTuning, BitFit, Lora)}
+
+
+def get_method_class(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise AutoPeftError(
+            f"unknown method '{name}'; registered: {', '.join(sorted(METHODS))}"
+        ) from None
+
+
+def build_method(name: str, knobs: dict) -> Method:
+    cls = get_method_class(name)
+    return cls(cls.config_class.from_dict(knobs, name))
+
+
+def parse_method_list(spec: str | None) -> list[str]:
+    """`lora,bitfit` → validated names; None → every registered method."""
+    if not spec:
+        return list(METHODS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        get_method_class(name)
+    return list(dict.fromkeys(names))

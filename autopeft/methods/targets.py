@@ -1,0 +1,80 @@
+"""Architecture knowledge in one place: which modules play which role, and what the head is.
+
+Methods ask for roles ("attn_q", "ffn_out", ...) and get the module names of the model at hand,
+so no method hard-codes BERT names.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from autopeft.errors import AutoPeftError
+
+# Modules a sequence-classification model adds on top of the backbone (freshly initialised).
+HEAD_MODULES = frozenset({"classifier", "score", "pre_classifier"})
+
+_BERT_LIKE = {
+    "attn_q": r"attention\.self\.query",
+    "attn_k": r"attention\.self\.key",
+    "attn_v": r"attention\.self\.value",
+    "attn_o": r"attention\.output\.dense",
+    "ffn_in": r"intermediate\.dense",
+    "ffn_out": r"layer\.\d+\.output\.dense",
+}
+
+ROLE_PATTERNS: dict[str, dict[str, str]] = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE,
+    "xlm-roberta": _BERT_LIKE,
+    "electra": _BERT_LIKE,
+    "distilbert": {
+        "attn_q": r"attention\.q_lin",
+        "attn_k": r"attention\.k_lin",
+        "attn_v": r"attention\.v_lin",
+        "attn_o": r"attention\.out_lin",
+        "ffn_in": r"ffn\.lin1",
+        "ffn_out": r"ffn\.lin2",
+    },
+}
+
+# Named groups of roles, as LoRA's `targets` knob offers them.
+ROLE_SETS = {
+    "qv": ("attn_q", "attn_v"),
+    "attn": ("attn_q", "attn_k", "attn_v", "attn_o"),
+    "all": ("attn_q", "attn_k", "attn_v", "attn_o", "ffn_in", "ffn_out"),
+}
+
+
+def is_head_param(name: str) -> bool:
+    return any(part in HEAD_MODULES for part in name.split("."))
+
+
+def model_type(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", type(model).__name__)
+
+
+def resolve_roles(model: nn.Module, roles: tuple[str, ...]) -> list[str]:
+    """Full names of the Linear modules playing `roles` in this model, in module order."""
+    kind = model_type(model)
+    patterns = ROLE_PATTERNS.get(kind)
+    if patterns is None:
+        supported = ", ".join(sorted(ROLE_PATTERNS))
+        raise AutoPeftError(f"model type '{kind}' has no target map yet; supported: {supported}")
+    regex = re.compile(r"(^|\.)(" + "|".join(patterns[r] for r in roles) + r")$")
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and regex.search(name) and not is_head_param(name)
+    ]
+    if not names:
+        raise AutoPeftError(f"no modules for roles {roles} found in this '{kind}' model")
+    return names
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Short names of the head modules present (what peft's `modules_to_save` takes)."""
+    present = {part for name, _ in model.named_modules() for part in name.split(".")}
+    return sorted(HEAD_MODULES & present)

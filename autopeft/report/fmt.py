@@ -1,0 +1,48 @@
+"""Human-readable numbers for plots and the summary, so both show values the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MISSING = "—"
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and pandas' NA all count as 'no value'."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # only NaN differs from itself
+    except (TypeError, ValueError):  # pandas.NA refuses bool()
+        return True
+
+
+def count(value: Any) -> str:
+    """An integer with thousands separators: 12,345."""
+    return MISSING if is_missing(value) else f"{int(value):,}"
+
+
+def score(value: Any) -> str:
+    """A metric to four decimals, enough to tell close trials apart."""
+    return MISSING if is_missing(value) else f"{float(value):.4f}"
+
+
+def percent(fraction: Any, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.123 -> 12.3%."""
+    return MISSING if is_missing(fraction) else f"{100 * float(fraction):.{digits}f}%"
+
+
+def knob(value: Any) -> str:
+    """A knob value; tiny or huge floats (learning rates) in scientific notation."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def knobs(values: dict[str, Any], sep: str = ", ") -> str:
+    """`r=8, alpha=16, learning_rate=3.00e-04`."""
+    return sep.join(f"{name}={knob(v)}" for name, v in sorted(values.items())) or MISSING

@@ -1,0 +1,163 @@
+"""Flatten a study into tables: one row per trial, and the feasible Pareto front with dev scores.
+
+The tables are the single input of the plots and the summary, so every view of a study agrees.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft.study import (
+    ATTR_CURVE,
+    ATTR_ERROR,
+    ATTR_EVAL_SECONDS,
+    ATTR_HEAD,
+    ATTR_METHOD,
+    ATTR_METRICS,
+    ATTR_STATUS,
+    ATTR_STORED,
+    ATTR_TRAIN_SECONDS,
+    ATTR_TRIAL_SECONDS,
+    STATUS_INFEASIBLE,
+    dev_scores,
+    feasible_front,
+    study_setup,
+)
+
+# The sampled method is stored as a param under the same name as its user attr.
+METHOD_PARAM = ATTR_METHOD
+# The key that holds the primary metric inside a metrics dict (selection or dev).
+SCORE_KEY = "score"
+
+STATE_INFEASIBLE = "INFEASIBLE"
+STATE_COMPLETE = TrialState.COMPLETE.name
+
+SELECTION_PREFIX = "selection_"
+DEV_PREFIX = "dev_"
+DEV_SCORE = f"{DEV_PREFIX}{SCORE_KEY}"
+
+# Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
+_INT_COLUMNS = ("trial", "stored_params", "head_params", "epochs")
+_LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "head_params", "budget_used", "score"]
+_TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error"]
+
+
+def trial_state(trial: FrozenTrial) -> str:
+    """Optuna's state name, except over-budget candidates, which are FAIL but were never tried."""
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_STATUS) == STATUS_INFEASIBLE:
+        return STATE_INFEASIBLE
+    return trial.state.name
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial with its outcome, cost, timings and every sampled knob."""
+    budget = study_setup(study).budget_params
+    trials = study.get_trials(deepcopy=False)
+    metrics = sorted({m for t in trials for m in _metrics(t) if m != SCORE_KEY})
+    knobs = sorted({p for t in trials for p in t.params if p != METHOD_PARAM})
+    columns = [
+        *_LEAD_COLUMNS,
+        *(f"{SELECTION_PREFIX}{m}" for m in metrics),
+        *_TAIL_COLUMNS,
+        *knobs,
+    ]
+    rows = [_trial_row(t, budget, metrics) for t in trials]
+    return _typed(pd.DataFrame(rows, columns=columns))
+
+
+def pareto_frame(study: optuna.Study) -> pd.DataFrame:
+    """The feasible front's rows, cheapest first, with the dev scores reported for them."""
+    trials = trials_frame(study)
+    front = [t.number for t in feasible_front(study)]
+    dev = dev_scores(study)
+    dev_metrics = sorted({m for n in front for m in dev.get(n, {}) if m != SCORE_KEY})
+    dev_columns = [DEV_SCORE, *(f"{DEV_PREFIX}{m}" for m in dev_metrics)]
+
+    pareto = trials.set_index("trial", drop=False).loc[front].reset_index(drop=True)
+    for column in dev_columns:
+        key = column.removeprefix(DEV_PREFIX)
+        pareto[column] = [_number(dev.get(n, {}).get(key)) for n in front]
+    pareto = pareto.astype({c: "float64" for c in dev_columns})
+    # Stable sort keeps feasible_front's tie-break (higher score first at equal cost).
+    return pareto.sort_values("stored_params", kind="stable").reset_index(drop=True)
+
+
+def knob_columns(frame: pd.DataFrame) -> list[str]:
+    """The sampled-knob columns (``<method>.<knob>``) of a trials or Pareto frame."""
+    fixed = {*_LEAD_COLUMNS, *_TAIL_COLUMNS}
+    return [
+        c
+        for c in frame.columns
+        if c not in fixed and not c.startswith((SELECTION_PREFIX, DEV_PREFIX))
+    ]
+
+
+def row_knobs(row: pd.Series) -> dict[str, Any]:
+    """The knobs this row's method sampled, without the ``<method>.`` prefix."""
+    prefix = f"{row['method']}."
+    return {
+        name.removeprefix(prefix): value
+        for name, value in row.items()
+        if isinstance(name, str) and name.startswith(prefix) and not _missing(value)
+    }
+
+
+def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    selection = _metrics(trial)
+    stored = attrs.get(ATTR_STORED)
+    if stored is None and trial.values is not None:
+        stored = trial.values[1]
+    score = trial.values[0] if trial.values is not None else selection.get(SCORE_KEY)
+    curve = attrs.get(ATTR_CURVE)
+    row: dict[str, Any] = {
+        "trial": trial.number,
+        "state": trial_state(trial),
+        "method": trial.params.get(METHOD_PARAM, attrs.get(ATTR_METHOD)),
+        "stored_params": None if stored is None else int(stored),
+        "head_params": attrs.get(ATTR_HEAD),
+        "budget_used": float("nan") if stored is None or budget <= 0 else stored / budget,
+        "score": _number(score),
+        "train_seconds": _number(attrs.get(ATTR_TRAIN_SECONDS)),
+        "eval_seconds": _number(attrs.get(ATTR_EVAL_SECONDS)),
+        "trial_seconds": _number(attrs.get(ATTR_TRIAL_SECONDS)),
+        "epochs": len(curve) if isinstance(curve, list) else 0,
+        "error": attrs.get(ATTR_ERROR),
+    }
+    row.update({f"{SELECTION_PREFIX}{m}": _number(selection.get(m)) for m in metrics})
+    row.update({k: v for k, v in trial.params.items() if k != METHOD_PARAM})
+    return row
+
+
+def _metrics(trial: FrozenTrial) -> dict[str, Any]:
+    metrics = trial.user_attrs.get(ATTR_METRICS)
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    types: dict[str, str] = {c: "Int64" for c in _INT_COLUMNS}
+    types.update({c: "float64" for c in frame.columns if _is_float_column(c)})
+    return frame.astype(types)
+
+
+def _is_float_column(column: str) -> bool:
+    return column in ("budget_used", "score") or column.endswith("_seconds") or (
+        column.startswith(SELECTION_PREFIX)
+    )
+
+
+def _number(value: Any) -> float:
+    """A metric as a float; anything missing or non-numeric becomes NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

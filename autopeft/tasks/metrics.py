@@ -1,0 +1,105 @@
+"""GLUE metrics from raw model outputs, with scikit-learn and SciPy only.
+
+Every result carries a "score" (the task's primary metric) so the search can rank trials
+without knowing which task it is optimising.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from autopeft.errors import AutoPeftError
+from autopeft.tasks.specs import TaskSpec
+
+
+def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Score predictions for `task`; the result holds each of `task.metrics` plus "score".
+
+    Classification takes logits of shape [n, num_labels] (argmax is applied) or class ids of
+    shape [n]. Regression takes scores of shape [n] or [n, 1]. Degenerate inputs do not yield
+    NaN: a correlation with a constant side is reported as 0.0 (no linear/rank relation can be
+    measured), and F1 without any positive prediction is 0.0, so a collapsed model ranks last
+    instead of poisoning the search with NaN.
+    """
+    labels = np.asarray(labels)
+    if task.is_regression:
+        preds = _regression_outputs(task, predictions)
+    else:
+        preds = _class_ids(task, predictions)
+    if labels.ndim != 1 or labels.shape[0] != preds.shape[0] or preds.shape[0] == 0:
+        raise AutoPeftError(
+            f"{task.name}: got {preds.shape[0]} predictions for labels of shape "
+            f"{labels.shape}; expected one non-empty label per prediction"
+        )
+    if task.is_regression:
+        result = _regression_metrics(preds, labels.astype(float))
+    else:
+        result = _classification_metrics(task, preds, labels.astype(int))
+    result["score"] = _primary(task, result)
+    return result
+
+
+def _class_ids(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
+    preds = np.asarray(predictions)
+    if preds.ndim == 2 and preds.shape[1] == task.num_labels:
+        return preds.argmax(axis=1)
+    if preds.ndim == 1:
+        return preds.astype(int)
+    raise AutoPeftError(
+        f"{task.name}: predictions of shape {preds.shape} are not usable; expected logits "
+        f"[n, {task.num_labels}] or class ids [n]"
+    )
+
+
+def _regression_outputs(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
+    preds = np.asarray(predictions, dtype=float)
+    if preds.ndim == 2 and preds.shape[1] == 1:
+        return preds[:, 0]
+    if preds.ndim == 1:
+        return preds
+    raise AutoPeftError(
+        f"{task.name}: predictions of shape {preds.shape} are not usable; expected scores "
+        "[n] or [n, 1]"
+    )
+
+
+def _classification_metrics(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    result: dict[str, float] = {}
+    if "accuracy" in task.metrics:
+        result["accuracy"] = float(accuracy_score(labels, preds))
+    if "f1" in task.metrics:
+        result["f1"] = float(f1_score(labels, preds, pos_label=1, zero_division=0.0))
+    if "matthews_correlation" in task.metrics:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant predictions: sklearn warns and gives 0
+            result["matthews_correlation"] = _finite(matthews_corrcoef(labels, preds))
+    return result
+
+
+def _regression_metrics(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if len(preds) < 2 or np.ptp(preds) == 0 or np.ptp(labels) == 0:
+        return {"pearson": 0.0, "spearman": 0.0}  # undefined: see compute_metrics
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "pearson": _finite(pearsonr(preds, labels)[0]),
+            "spearman": _finite(spearmanr(preds, labels)[0]),
+        }
+
+
+def _finite(value: float) -> float:
+    value = float(value)
+    return 0.0 if math.isnan(value) else value
+
+
+def _primary(task: TaskSpec, result: dict[str, float]) -> float:
+    if task.primary_metric == "accuracy_f1_mean":
+        return (result["accuracy"] + result["f1"]) / 2
+    if task.primary_metric == "pearson_spearman_mean":
+        return (result["pearson"] + result["spearman"]) / 2
+    return result[task.primary_metric]

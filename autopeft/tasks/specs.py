@@ -1,0 +1,168 @@
+"""What each GLUE task is: its columns, labels, metrics and where its data lives.
+
+One frozen record per task keeps every task-specific fact in one place, so the loaders,
+metrics and splitters stay generic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopeft.errors import AutoPeftError
+
+Field = str | int
+"""A column in a GLUE TSV file: its header name, or its 0-based position when there is no header."""
+
+
+@dataclass(frozen=True)
+class TsvLayout:
+    """How a task's files look in the original GLUE distribution (the `glue_data/` folders)."""
+
+    folder: str
+    """The task's folder name inside the GLUE root, e.g. "MRPC" or "SST-2"."""
+    text_fields: tuple[Field, ...]
+    """One field per canonical text column, in the same order as `TaskSpec.text_columns`."""
+    label_field: Field
+    has_header: bool = True
+    string_labels: bool = False
+    """True when labels are written as names (e.g. "entailment"), mapped via `label_names`."""
+    train_file: str = "train.tsv"
+    dev_file: str = "dev.tsv"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the project needs to know about one GLUE task."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    """Canonical names: those of the Hugging Face `glue` dataset."""
+    num_labels: int
+    is_regression: bool
+    label_names: tuple[str, ...]
+    metrics: tuple[str, ...]
+    primary_metric: str
+    tsv: TsvLayout
+    eval_split: str = "validation"
+    """The Hub split used as dev (MNLI reports on the matched one)."""
+
+    @property
+    def hub_path(self) -> tuple[str, str]:
+        """Arguments for `datasets.load_dataset`."""
+        return ("nyu-mll/glue", self.name)
+
+
+def _classification(
+    name: str,
+    text_columns: tuple[str, ...],
+    label_names: tuple[str, ...],
+    tsv: TsvLayout,
+    metrics: tuple[str, ...] = ("accuracy",),
+    primary_metric: str = "accuracy",
+    eval_split: str = "validation",
+) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        text_columns=text_columns,
+        num_labels=len(label_names),
+        is_regression=False,
+        label_names=label_names,
+        metrics=metrics,
+        primary_metric=primary_metric,
+        tsv=tsv,
+        eval_split=eval_split,
+    )
+
+
+_PAIR = ("sentence1", "sentence2")
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        _classification(
+            "cola",
+            ("sentence",),
+            ("unacceptable", "acceptable"),
+            # No header: source, label, original_label_mark, sentence.
+            TsvLayout("CoLA", text_fields=(3,), label_field=1, has_header=False),
+            metrics=("matthews_correlation",),
+            primary_metric="matthews_correlation",
+        ),
+        _classification(
+            "sst2",
+            ("sentence",),
+            ("negative", "positive"),
+            TsvLayout("SST-2", text_fields=("sentence",), label_field="label"),
+        ),
+        _classification(
+            "mrpc",
+            _PAIR,
+            ("not_equivalent", "equivalent"),
+            TsvLayout("MRPC", text_fields=("#1 String", "#2 String"), label_field="Quality"),
+            metrics=("accuracy", "f1"),
+            primary_metric="accuracy_f1_mean",
+        ),
+        TaskSpec(
+            name="stsb",
+            text_columns=_PAIR,
+            num_labels=1,
+            is_regression=True,
+            label_names=(),
+            metrics=("pearson", "spearman"),
+            primary_metric="pearson_spearman_mean",
+            tsv=TsvLayout("STS-B", text_fields=_PAIR, label_field="score"),
+        ),
+        _classification(
+            "qqp",
+            ("question1", "question2"),
+            ("not_duplicate", "duplicate"),
+            TsvLayout("QQP", text_fields=("question1", "question2"), label_field="is_duplicate"),
+            metrics=("accuracy", "f1"),
+            primary_metric="accuracy_f1_mean",
+        ),
+        _classification(
+            "mnli",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            TsvLayout(
+                "MNLI",
+                text_fields=_PAIR,
+                label_field="gold_label",
+                string_labels=True,
+                dev_file="dev_matched.tsv",
+            ),
+            eval_split="validation_matched",
+        ),
+        _classification(
+            "qnli",
+            ("question", "sentence"),
+            ("entailment", "not_entailment"),
+            TsvLayout(
+                "QNLI",
+                text_fields=("question", "sentence"),
+                label_field="label",
+                string_labels=True,
+            ),
+        ),
+        _classification(
+            "rte",
+            _PAIR,
+            ("entailment", "not_entailment"),
+            TsvLayout("RTE", text_fields=_PAIR, label_field="label", string_labels=True),
+        ),
+        _classification(
+            "wnli",
+            _PAIR,
+            ("not_entailment", "entailment"),
+            TsvLayout("WNLI", text_fields=_PAIR, label_field="label"),
+        ),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look a task up by name, ignoring case, spaces and dashes (so GLUE's "SST-2" works too)."""
+    key = str(name).strip().lower().replace("-", "")
+    if key not in TASKS:
+        raise AutoPeftError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    return TASKS[key]
