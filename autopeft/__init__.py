@@ -1,3 +1,3 @@
-"""AutoPEFT: search parameter-efficient fine-tuning configurations under a stored-parameter budget."""
+"""AutoPEFT: search PEFT configurations under a hard budget of stored parameters."""
 
 __version__ = "0.1.0"

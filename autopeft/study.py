@@ -93,11 +93,14 @@ def make_storage(storage: str | None, study_dir: Path) -> BaseStorage:
 
 
 def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> optuna.Study:
-    """Create the study, or load it and check it was made for the same task/model/budget.
+    """Open the named study, creating it when `setup` is given and it does not exist yet.
+
+    A loaded study is checked to have been made for the same task/model/budget.
 
     Trials left RUNNING by a crashed or killed run are marked FAIL, so they neither block the
     sampler nor appear as results; their completed siblings are kept.
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say more
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name in existing:
         study = optuna.load_study(study_name=name, storage=storage)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +44,21 @@ class Lora(Method):
         )
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return get_peft_model(model, self._peft_config(model))
+        with _peft_quietly():
+            return get_peft_model(model, self._peft_config(model))
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """peft's own layout (adapter_config.json + adapter_model.safetensors)."""
         model.save_pretrained(str(directory))
 
     def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        return PeftModel.from_pretrained(model, str(directory))
+        with _peft_quietly():
+            return PeftModel.from_pretrained(model, str(directory))
+
+
+@contextmanager
+def _peft_quietly():
+    """peft calls `is_gradient_checkpointing`, which transformers 5 deprecates; not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield

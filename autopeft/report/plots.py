@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from autopeft.report import fmt
@@ -19,13 +21,11 @@ from autopeft.report.tables import STATE_COMPLETE, row_knobs
 from autopeft.study import StudySetup
 
 NO_TRIALS_NOTE = "no completed trials yet"
-# matplotlib's tab10, spelled out so both plots give a method the same colour.
-_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-)
+# matplotlib's tab10 as hex, so both plots give a method the same colour.
+_PALETTE = tuple(to_hex(c) for c in colormaps["tab10"].colors)
 _BUDGET_COLOUR = "#c0392b"
 _FRONT_COLOUR = "#111111"
+_OVER_BUDGET_ALPHA = 0.07
 
 
 def write_pareto_html(
@@ -63,16 +63,47 @@ def write_pareto_html(
     low, high = _x_range(points, setup.budget_params)
     # Shapes take data values on a log axis; annotations take log10 of them.
     fig.add_shape(
-        type="line", xref="x", yref="paper", x0=setup.budget_params, x1=setup.budget_params,
-        y0=0, y1=1, line={"color": _BUDGET_COLOUR, "dash": "dash", "width": 2},
+        type="rect",
+        xref="x",
+        yref="paper",
+        x0=setup.budget_params,
+        x1=high,
+        y0=0,
+        y1=1,
+        fillcolor=_BUDGET_COLOUR,
+        opacity=_OVER_BUDGET_ALPHA,
+        line={"width": 0},
+        layer="below",
+    )
+    fig.add_shape(
+        type="line",
+        xref="x",
+        yref="paper",
+        x0=setup.budget_params,
+        x1=setup.budget_params,
+        y0=0,
+        y1=1,
+        line={"color": _BUDGET_COLOUR, "dash": "dash", "width": 2},
     )
     fig.add_annotation(
-        x=math.log10(setup.budget_params), xref="x", y=1, yref="paper", yanchor="bottom",
-        text=_budget_label(setup), showarrow=False, font={"color": _BUDGET_COLOUR},
+        x=math.log10(setup.budget_params),
+        xref="x",
+        y=1,
+        yref="paper",
+        yanchor="bottom",
+        text=_budget_label(setup),
+        showarrow=False,
+        font={"color": _BUDGET_COLOUR},
     )
     if points.empty:
         fig.add_annotation(
-            x=0.5, y=0.5, xref="paper", yref="paper", text=NO_TRIALS_NOTE, showarrow=False,
+            x=0.5,
+            y=0.5,
+            xref="paper",
+            yref="paper",
+            text=NO_TRIALS_NOTE,
+            showarrow=False,
+            bgcolor="white",
             font={"size": 18, "color": "#666666"},
         )
     fig.update_layout(
@@ -101,35 +132,64 @@ def write_pareto_png(
     ax = fig.add_subplot()
     for method, group in points.groupby("method", sort=True):
         ax.scatter(
-            group["stored_params"].astype(float), group["score"], s=36, alpha=0.75,
-            color=colours[method], label=str(method), zorder=3,
+            group["stored_params"].astype(float),
+            group["score"],
+            s=36,
+            alpha=0.75,
+            color=colours[method],
+            label=str(method),
+            zorder=3,
         )
     if not front.empty:
         xs, ys = front["stored_params"].astype(float), front["score"]
         ax.step(xs, ys, where="post", color=_FRONT_COLOUR, linewidth=1.2, zorder=2)
         ax.scatter(
-            xs, ys, s=130, facecolors="none", edgecolors=_FRONT_COLOUR, linewidths=1.6,
-            label="Pareto front (within budget)", zorder=4,
+            xs,
+            ys,
+            s=130,
+            facecolors="none",
+            edgecolors=_FRONT_COLOUR,
+            linewidths=1.6,
+            label="Pareto front (within budget)",
+            zorder=4,
         )
         for x, y, n in zip(xs, ys, front["trial"], strict=True):
-            ax.annotate(
-                f"#{n}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8
-            )
+            ax.annotate(f"#{n}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     ax.axvline(
-        setup.budget_params, color=_BUDGET_COLOUR, linestyle="--", linewidth=1.8,
-        label=_budget_label(setup), zorder=1,
+        setup.budget_params,
+        color=_BUDGET_COLOUR,
+        linestyle="--",
+        linewidth=1.8,
+        label=_budget_label(setup),
+        zorder=1,
     )
+    low, high = _x_range(points, setup.budget_params)
+    ax.axvspan(setup.budget_params, high, color=_BUDGET_COLOUR, alpha=_OVER_BUDGET_ALPHA, lw=0)
     ax.text(
-        setup.budget_params, 1.0, " budget", transform=ax.get_xaxis_transform(),
-        color=_BUDGET_COLOUR, ha="left", va="top", fontsize=9,
+        setup.budget_params,
+        0.99,
+        " over budget",
+        transform=ax.get_xaxis_transform(),
+        color=_BUDGET_COLOUR,
+        ha="left",
+        va="top",
+        fontsize=9,
     )
     if points.empty:
         ax.text(
-            0.5, 0.5, NO_TRIALS_NOTE, transform=ax.transAxes, ha="center", va="center",
-            fontsize=14, color="#666666",
+            0.5,
+            0.5,
+            NO_TRIALS_NOTE,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=14,
+            color="#666666",
+            bbox={"facecolor": "white", "edgecolor": "none"},
+            zorder=5,
         )
     ax.set_xscale("log")
-    ax.set_xlim(*_x_range(points, setup.budget_params))
+    ax.set_xlim(low, high)
     ax.set_xlabel("stored parameters (log scale)")
     ax.set_ylabel(_y_label(setup))
     ax.set_title(_title(setup))
@@ -157,6 +217,8 @@ def _method_colours(trials: pd.DataFrame) -> dict[str, str]:
 
 def _x_range(points: pd.DataFrame, budget: int) -> tuple[float, float]:
     """Data and budget line both in view, with some margin on the log axis."""
+    if points.empty:
+        return budget / 10.0, budget * 10.0
     values = [float(budget), *points["stored_params"].astype(float)]
     return min(values) / 2.0, max(values) * 2.0
 

@@ -146,8 +146,10 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_float_column(column: str) -> bool:
-    return column in ("budget_used", "score") or column.endswith("_seconds") or (
-        column.startswith(SELECTION_PREFIX)
+    return (
+        column in ("budget_used", "score")
+        or column.endswith("_seconds")
+        or column.startswith(SELECTION_PREFIX)
     )
 
 

@@ -1,0 +1,18 @@
+"""GLUE tasks: specs, data loading, metrics and the held-out selection split."""
+
+from autopeft.tasks.data import TaskData, load_task_data
+from autopeft.tasks.metrics import compute_metrics
+from autopeft.tasks.specs import TASKS, TaskSpec, TsvLayout, get_task
+from autopeft.tasks.split import selection_split, subsample
+
+__all__ = [
+    "TASKS",
+    "TaskData",
+    "TaskSpec",
+    "TsvLayout",
+    "compute_metrics",
+    "get_task",
+    "load_task_data",
+    "selection_split",
+    "subsample",
+]

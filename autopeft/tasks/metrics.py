@@ -17,7 +17,9 @@ from autopeft.errors import AutoPeftError
 from autopeft.tasks.specs import TaskSpec
 
 
-def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(
+    task: TaskSpec, predictions: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
     """Score predictions for `task`; the result holds each of `task.metrics` plus "score".
 
     Classification takes logits of shape [n, num_labels] (argmax is applied) or class ids of
@@ -68,7 +70,9 @@ def _regression_outputs(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
     )
 
 
-def _classification_metrics(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def _classification_metrics(
+    task: TaskSpec, preds: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
     result: dict[str, float] = {}
     if "accuracy" in task.metrics:
         result["accuracy"] = float(accuracy_score(labels, preds))

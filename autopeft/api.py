@@ -1,0 +1,292 @@
+"""The public Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from autopeft import study as records
+from autopeft.budget import parse_budget
+from autopeft.errors import AutoPeftError
+from autopeft.methods import METHODS, get_method_class, parse_method_list
+from autopeft.models import load_tokenizer, resolve_model
+from autopeft.report import build_report, pareto_frame
+from autopeft.sizing import Sizer
+from autopeft.space import SearchSpace, load_space, param_name
+from autopeft.tasks import TaskSpec, get_task, load_task_data, selection_split, subsample
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class SearchRequest:
+    """Everything `autopeft search` accepts; defaults are the CLI's."""
+
+    task: str
+    budget: str
+    model: str = DEFAULT_MODEL
+    data_dir: str | None = None
+    methods: str | None = None
+    space: str | None = None
+    trials: int = 12
+    concurrency: int = 1
+    gpus_per_trial: float | None = None
+    study: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    seed: int = 0
+    epochs: int = 1
+    max_train_samples: int | None = None
+    selection_fraction: float = 0.1
+    batch_size: int = 32
+    max_length: int = 128
+    sampler: str = "tpe"
+    studies_dir: str = "studies"
+    reports_dir: str = "reports"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    study_dir: Path
+    report_dir: Path
+    pareto: pd.DataFrame
+    infeasible: int
+    wall_seconds: float
+    skipped_methods: dict[str, str] = field(default_factory=dict)
+
+
+def search(request: SearchRequest, console: Console | None = None) -> SearchResult:
+    """Run (or continue) a study: propose, train and judge candidates, then report the front."""
+    # Heavy imports stay here so `autopeft methods`/`report` start fast and without Ray.
+    from autopeft.engine.runner import EngineSettings, run_trials
+    from autopeft.train.data import SearchData, tokenize_frame
+    from autopeft.train.final import evaluate_front_on_dev
+    from autopeft.train.trial import TrialContext
+
+    console = console or Console(stderr=True)
+    _check_positive(trials=request.trials, concurrency=request.concurrency,
+                    epochs=request.epochs, batch_size=request.batch_size)
+    task = get_task(request.task)
+    budget = parse_budget(request.budget)
+    source = resolve_model(request.model, request.trust_remote_code)
+    sizer = Sizer(source, task.num_labels)
+    backbone = sizer.backbone_params()
+    budget_params = budget.params(backbone)
+    console.print(f"budget {budget.describe(backbone)}")
+
+    space = load_space(request.space)
+    if request.methods:
+        space = space.restrict(parse_method_list(request.methods))
+    space, skipped = _feasible_methods(space, sizer, budget_params)
+    for name, why in skipped.items():
+        console.print(f"[yellow]skipping {name}: {why}[/yellow]")
+
+    task_data = load_task_data(task, request.data_dir)
+    train, selection = selection_split(task_data.train, task, request.selection_fraction,
+                                       request.seed)
+    train = subsample(train, request.max_train_samples, request.seed)
+    tokenizer = load_tokenizer(source)
+    data = SearchData(
+        tokenizer=tokenizer,
+        train=tokenize_frame(train, task.text_columns, tokenizer, request.max_length),
+        selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
+    )
+    console.print(f"data {task_data.source}: {len(train)} train, {len(selection)} selection "
+                  f"(held out of train), {len(task_data.dev)} dev (final numbers only)")
+
+    name = request.study or records.default_study_name(task.name, request.model, request.budget)
+    study_dir = Path(request.studies_dir) / name
+    storage = records.make_storage(request.storage, study_dir)
+    setup = records.StudySetup(
+        task=task.name,
+        model=request.model,
+        budget_spec=budget.spec,
+        budget_params=budget_params,
+        backbone_params=backbone,
+        primary_metric=task.primary_metric,
+        methods=list(space.methods),
+        seed=request.seed,
+        selection_fraction=request.selection_fraction,
+        epochs=request.epochs,
+        max_train_samples=request.max_train_samples,
+        data_source=task_data.source,
+    )
+    study = records.open_study(name, storage, setup)
+    finished = sum(t.state.is_finished() for t in study.trials)
+    _enqueue_uncovered_methods(study, space, sizer, budget_params)
+    console.print(f"study '{name}' ({finished} finished trials so far) → adding "
+                  f"{request.trials} trained trials")
+
+    context = TrialContext(
+        model=source,
+        task=task.name,
+        budget_params=budget_params,
+        epochs=request.epochs,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        study_dir=str(study_dir.resolve()),
+    )
+    settings = EngineSettings(
+        trials=request.trials,
+        concurrency=request.concurrency,
+        gpus_per_trial=request.gpus_per_trial,
+        address=request.address,
+        seed=request.seed,
+        sampler=request.sampler,
+    )
+    outcome = run_trials(study, space, sizer, budget_params, data, context, settings,
+                         study_dir / "ray")
+
+    dev = tokenize_frame(task_data.dev, task.text_columns, tokenizer, request.max_length)
+    evaluate_front_on_dev(study, study_dir, dev, tokenizer, task, request.trust_remote_code)
+    report_dir = build_report(study, Path(request.reports_dir) / name)
+    return SearchResult(
+        study_name=name,
+        study_dir=study_dir,
+        report_dir=report_dir,
+        pareto=pareto_frame(study),
+        infeasible=outcome.infeasible,
+        wall_seconds=outcome.wall_seconds,
+        skipped_methods=skipped,
+    )
+
+
+def report(study: str, storage: str | None = None, studies_dir: str = "studies",
+           reports_dir: str = "reports") -> Path:
+    """Rebuild `reports/<study>/` from the stored study alone (no training, no Ray)."""
+    study_dir = Path(studies_dir) / study
+    if storage is None and not (study_dir / "optuna.journal").exists():
+        known = sorted(p.name for p in Path(studies_dir).glob("*/optuna.journal"))
+        raise AutoPeftError(
+            f"no study '{study}' under {studies_dir}/ (found: {', '.join(known) or 'none'}); "
+            "pass --storage for studies stored elsewhere"
+        )
+    loaded = records.open_study(study, records.make_storage(storage, study_dir), setup=None)
+    return build_report(loaded, Path(reports_dir) / study)
+
+
+def budget_overview(model: str, budget: str, task: str = "mrpc",
+                    trust_remote_code: bool = False) -> dict[str, Any]:
+    """What fits a budget on a model: the cap, and per method the largest setting that fits."""
+    spec: TaskSpec = get_task(task)
+    parsed = parse_budget(budget)
+    sizer = Sizer(resolve_model(model, trust_remote_code), spec.num_labels)
+    backbone = sizer.backbone_params()
+    cap = parsed.params(backbone)
+    rows = []
+    for name, cls in METHODS.items():
+        knobs = cls.config_class.knobs()
+        int_size = [k for k in knobs if k.affects_size and k.type is int]
+        enum_size = [k for k in knobs if k.affects_size and k.choices]
+        variants = [dict(zip([k.name for k in enum_size], combo, strict=True))
+                    for combo in itertools.product(*[k.choices for k in enum_size])] or [{}]
+        for fixed in variants:
+            label = ", ".join(f"{k}={v}" for k, v in fixed.items())
+            if int_size:
+                knob = int_size[0]
+                best = sizer.max_fitting(name, knob.name, cap, **fixed)
+                stored = sizer.measure(name, {**fixed, knob.name: best}).stored_params if best \
+                    else sizer.measure(name, {**fixed, knob.name: 1}).stored_params
+                fit = f"max {knob.name}={best}" if best else f"does not fit even at {knob.name}=1"
+            else:
+                stored = sizer.measure(name, fixed).stored_params
+                fit = "fits" if stored <= cap else "does not fit"
+            rows.append({"method": name, "variant": label, "fit": fit, "stored_params": stored})
+    return {"budget": parsed.describe(backbone), "budget_params": cap,
+            "backbone_params": backbone, "rows": rows}
+
+
+def methods_overview(space_file: str | None = None) -> list[dict[str, Any]]:
+    """Every registered method with its knobs, defaults and default search ranges."""
+    space = load_space(space_file)
+    rows = []
+    for name, cls in METHODS.items():
+        ranges = space.methods.get(name, {})
+        for knob in cls.config_class.knobs():
+            rng = ranges.get(knob.name)
+            rows.append({
+                "method": name,
+                "summary": cls.summary,
+                "knob": knob.name,
+                "type": knob.type.__name__,
+                "default": knob.default,
+                "searched": _describe_range(rng) if rng else "fixed",
+                "help": knob.help,
+            })
+    return rows
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise AutoPeftError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def _smallest_variants(space: SearchSpace, method: str) -> list[dict[str, Any]]:
+    """Candidates with every size knob at its smallest searched value (each enum choice)."""
+    ranges = space.methods[method]
+    size_knobs = [k for k in get_method_class(method).config_class.knobs() if k.affects_size]
+    options = []
+    for knob in size_knobs:
+        rng = ranges.get(knob.name)
+        if rng is None:
+            options.append([knob.default])
+        elif rng.choices is not None and knob.type in (int, float):
+            options.append([min(rng.choices)])
+        elif rng.choices is not None:
+            options.append(list(rng.choices))
+        else:
+            options.append([rng.type(rng.low)])
+    names = [k.name for k in size_knobs]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
+                      ) -> tuple[SearchSpace, dict[str, str]]:
+    """Drop methods that cannot fit the budget at all, saying why."""
+    keep, skipped = [], {}
+    for method in space.methods:
+        smallest = min(sizer.measure(method, v).stored_params
+                       for v in _smallest_variants(space, method))
+        if smallest <= budget:
+            keep.append(method)
+        else:
+            skipped[method] = (f"its smallest candidate stores {smallest:,} params, "
+                               f"over the budget of {budget:,}")
+    if not keep:
+        raise AutoPeftError(
+            f"no method fits the budget of {budget:,} params: "
+            + "; ".join(f"{m} {w}" for m, w in skipped.items())
+        )
+    return space.restrict(keep), skipped
+
+
+def _enqueue_uncovered_methods(study, space: SearchSpace, sizer: Sizer, budget: int) -> None:
+    """Each allowed method is tried once (at its defaults) before the sampler takes over."""
+    covered = {t.params.get("method") for t in study.trials
+               if t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE}
+    for method in space.methods:
+        if method in covered:
+            continue
+        params = space.default_params(method)
+        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if "." in k}
+        if sizer.measure(method, knobs).stored_params > budget:
+            fitting = [v for v in _smallest_variants(space, method)
+                       if sizer.measure(method, {**knobs, **v}).stored_params <= budget]
+            params.update({param_name(method, k): v for k, v in fitting[0].items()})
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def _describe_range(rng) -> str:
+    if rng.choices is not None:
+        return "{" + ", ".join(map(str, rng.choices)) + "}"
+    scale = " log" if rng.log else ""
+    return f"[{rng.low:g}, {rng.high:g}]{scale}"

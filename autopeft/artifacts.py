@@ -1,0 +1,61 @@
+"""Trained deltas on disk: the method's safetensors (or peft's layout) + `autopeft_config.json`.
+
+A directory written here is enough to rebuild the fine-tuned model on top of the backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from autopeft import __version__
+from autopeft.errors import AutoPeftError
+from autopeft.methods import Method, build_method
+from autopeft.models import load_model, resolve_model
+
+CONFIG_FILE = "autopeft_config.json"
+
+
+def save_artifact(directory: Path, method: Method, model: nn.Module, info: dict[str, Any]) -> Path:
+    """Write atomically: a crash leaves either the old artifact or the new one, never half."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        method.save(model, staging)
+        description = {
+            "autopeft_version": __version__,
+            "method": method.name,
+            "knobs": dataclasses.asdict(method.config),
+            **info,
+        }
+        (staging / CONFIG_FILE).write_text(json.dumps(description, indent=2, sort_keys=True))
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_description(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.exists():
+        raise AutoPeftError(f"'{directory}' is not an autopeft artifact (no {CONFIG_FILE})")
+    return json.loads(path.read_text())
+
+
+def load_artifact(directory: Path, trust_remote_code: bool = False) -> tuple[nn.Module, dict]:
+    """The fine-tuned model (backbone + delta) and its description."""
+    description = read_description(directory)
+    source = resolve_model(description["model"], trust_remote_code=trust_remote_code)
+    method = build_method(description["method"], description["knobs"])
+    model = load_model(source, description["num_labels"])
+    return method.load(model, Path(directory)), description

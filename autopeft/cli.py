@@ -1,0 +1,130 @@
+"""`autopeft` commands: parse, call `autopeft.api`, print. No logic a Python user would need."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autopeft import api
+from autopeft.errors import AutoPeftError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Search parameter-efficient fine-tuning configurations under a stored-parameter budget.",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Budget = Annotated[str, typer.Option(help="cap on stored params: 0.5%, 0.005, 120k, 1.2M, 120000")]
+Model = Annotated[str, typer.Option(help="AutoModelForSequenceClassification id or local path")]
+
+
+@app.command()
+def search(
+    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, ...")],
+    budget: Budget,
+    model: Model = api.DEFAULT_MODEL,
+    data_dir: Annotated[str | None, typer.Option(help="GLUE TSV or CSV/JSONL files")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated method names")] = None,
+    space: Annotated[str | None, typer.Option(help="search space YAML file")] = None,
+    trials: Annotated[int, typer.Option(help="trained trials to add to the study")] = 12,
+    concurrency: Annotated[int, typer.Option(help="trials running at once")] = 1,
+    gpus_per_trial: Annotated[float | None, typer.Option(help="default: 1 if GPUs exist")] = None,
+    study: Annotated[str | None, typer.Option(help="name; same name resumes")] = None,
+    storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    seed: int = 0,
+    epochs: Annotated[int, typer.Option(help="training epochs per trial")] = 1,
+    max_train_samples: Annotated[int | None, typer.Option(help="subsample train")] = None,
+    selection_fraction: Annotated[float, typer.Option(help="train share held out")] = 0.1,
+    batch_size: int = 32,
+    sampler: Annotated[str, typer.Option(help="tpe, nsga2 or random")] = "tpe",
+    studies_dir: str = "studies",
+    reports_dir: str = "reports",
+    trust_remote_code: bool = False,
+) -> None:
+    """Find the Pareto front of score vs stored parameters for a task under a budget."""
+    request = api.SearchRequest(**{k: v for k, v in locals().items()})
+    result = api.search(request, console=err)
+    _print_front(result)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Option(help="study name (a directory under --studies-dir)")],
+    storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
+    studies_dir: str = "studies",
+    reports_dir: str = "reports",
+) -> None:
+    """(Re)build reports/<study>/ from the stored study alone."""
+    path = api.report(study, storage, studies_dir, reports_dir)
+    out.print(f"report written to {path}/")
+
+
+@app.command()
+def budget(
+    budget: Budget,
+    model: Model = api.DEFAULT_MODEL,
+    task: Annotated[str, typer.Option(help="sets the head size")] = "mrpc",
+    trust_remote_code: bool = False,
+) -> None:
+    """What fits a budget on a model: the cap in params, per method the largest setting."""
+    info = api.budget_overview(model, budget, task, trust_remote_code)
+    out.print(f"backbone params: {info['backbone_params']:,} · budget {info['budget']}")
+    table = Table("method", "variant", "what fits", "stored params")
+    for row in info["rows"]:
+        table.add_row(row["method"], row["variant"], row["fit"], f"{row['stored_params']:,}")
+    out.print(table)
+
+
+@app.command()
+def methods(space: Annotated[str | None, typer.Option(help="search space YAML")] = None) -> None:
+    """Registered methods, their knobs, defaults and searched ranges."""
+    table = Table("method", "knob", "type", "default", "searched", "meaning")
+    last = None
+    for row in api.methods_overview(space):
+        name = row["method"] if row["method"] != last else ""
+        if name:
+            table.add_section()
+        table.add_row(name, row["knob"], row["type"], str(row["default"]), row["searched"],
+                      row["help"])
+        last = row["method"]
+    out.print(table)
+
+
+def _print_front(result: api.SearchResult) -> None:
+    table = Table("trial", "method", "stored params", "budget used", "selection", "dev",
+                  title=f"Pareto front of {result.study_name}")
+    for row in result.pareto.itertuples(index=False):
+        table.add_row(str(row.trial), row.method, f"{row.stored_params:,}",
+                      f"{row.budget_used:.1%}", f"{row.score:.4f}", f"{row.dev_score:.4f}")
+    out.print(table)
+    out.print(f"{result.infeasible} over-budget candidates rejected before training")
+    out.print(f"report: {result.report_dir}/summary.md · artifacts: {result.study_dir}/artifacts/")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except AutoPeftError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ray Tune + Optuna: the only package that imports ray."""

@@ -1,0 +1,90 @@
+"""Progress of a search in the terminal: trials done/running, best score so far, ETA."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ray.tune import Callback
+from rich.console import Console
+
+
+class SearchProgress(Callback):
+    """Prints one line per finished trial and a status line; works in CI logs too (no TTY)."""
+
+    def __init__(self, total: int, concurrency: int, console: Console | None = None):
+        self.total = total
+        self.concurrency = max(1, concurrency)
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.started = time.monotonic()
+        self.running: set[str] = set()
+        self.finished = 0
+        self.durations: list[float] = []
+        self.best: tuple[float, str] | None = None
+        self.last: dict[str, dict] = {}
+
+    def __getstate__(self) -> dict:
+        # Ray pickles callbacks with the experiment; a Console holds locks and a live stream.
+        return {k: v for k, v in self.__dict__.items() if k != "console"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, console=Console(stderr=True, soft_wrap=True))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self.console.print(f"[dim]▶ trial {trial.config.get('trial_number')}: "
+                           f"{_describe(trial.config)}[/dim]")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, ok=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, ok=False)
+
+    def _finish(self, trial, ok: bool) -> None:
+        self.running.discard(trial.trial_id)
+        self.finished += 1
+        result = self.last.pop(trial.trial_id, {})
+        self.durations.append(result.get("trial_seconds", result.get("time_total_s", 0.0)))
+        number = trial.config.get("trial_number")
+        score = result.get("score")
+        if ok and result.get("final") and score is not None and math.isfinite(score):
+            if self.best is None or score > self.best[0]:
+                self.best = (score, f"trial {number} {trial.config.get('method')}")
+            line = (f"✔ trial {number} {trial.config.get('method')}: score {score:.4f}, "
+                    f"{result.get('stored_params', 0):,} stored params · "
+                    f"{result.get('trainable_line', '')}")
+        elif ok:
+            line = f"■ trial {number}: stopped early"
+        else:
+            line = f"✘ trial {number}: {result.get('error', 'failed (see the Ray trial log)')}"
+        self.console.print(line)
+        self.console.print(f"[bold]{self.status()}[/bold]")
+
+    def status(self) -> str:
+        elapsed = time.monotonic() - self.started
+        remaining = self.total - self.finished
+        eta = ""
+        if self.durations and remaining > 0:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f" · ETA {_clock(mean * math.ceil(remaining / self.concurrency))}"
+        best = f" · best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        return (f"[{self.finished}/{self.total} done, {len(self.running)} running] "
+                f"elapsed {_clock(elapsed)}{best}{eta}")
+
+
+def _describe(config: dict) -> str:
+    knobs = ", ".join(f"{k}={_short(v)}" for k, v in config.get("knobs", {}).items())
+    return f"{config.get('method')} ({knobs})"
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"

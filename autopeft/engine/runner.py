@@ -1,0 +1,136 @@
+"""Runs a study's trials as a Ray Tune experiment: Optuna proposes, Ray executes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+
+from autopeft.engine.progress import SearchProgress
+from autopeft.engine.searcher import BudgetedOptunaSearch
+from autopeft.engine.trainable import train_candidate
+from autopeft.errors import AutoPeftError
+from autopeft.sizing import Sizer
+from autopeft.space import SearchSpace
+from autopeft.train.data import SearchData
+from autopeft.train.trial import TrialContext
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    trials: int
+    concurrency: int = 1
+    gpus_per_trial: float | None = None  # None: one GPU per trial when the cluster has GPUs
+    address: str | None = None  # None: a local Ray instance
+    seed: int = 0
+    sampler: str = "tpe"
+
+
+@dataclass(frozen=True)
+class EngineOutcome:
+    launched: int
+    infeasible: int
+    wall_seconds: float
+
+
+def run_trials(
+    study: optuna.Study,
+    space: SearchSpace,
+    sizer: Sizer,
+    budget_params: int,
+    data: SearchData,
+    context: TrialContext,
+    settings: EngineSettings,
+    ray_dir: Path,
+) -> EngineOutcome:
+    """Add `settings.trials` trained trials to `study` (over-budget proposals not counted)."""
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.sampler not in SAMPLERS:
+        raise AutoPeftError(f"unknown sampler '{settings.sampler}'; choose: {', '.join(SAMPLERS)}")
+    owns_ray = _start_ray(settings.address)
+    try:
+        cpus, gpus = _resources_per_trial(settings)
+        # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
+        sampler = SAMPLERS[settings.sampler](settings.seed + len(study.trials))
+        searcher = BudgetedOptunaSearch(
+            space, sizer, budget_params, study.study_name, study._storage, sampler
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                train_candidate, data=data, context=_with_threads(context, cpus)
+            ),
+            {"cpu": cpus, "gpu": gpus},
+        )
+        progress = SearchProgress(settings.trials, settings.concurrency)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=settings.trials,
+                max_concurrent_trials=settings.concurrency,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(Path(ray_dir).resolve()),
+                verbose=0,
+                callbacks=[progress],
+            ),
+        )
+        grid = tuner.fit()
+        return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to `address`, or start a quiet local instance; True if we started it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise AutoPeftError(f"cannot connect to Ray at '{address}': {exc}") from None
+    return True
+
+
+def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
+    cluster = ray.cluster_resources()
+    cluster_gpus = cluster.get("GPU", 0)
+    gpus = settings.gpus_per_trial
+    if gpus is None:
+        gpus = 1 if cluster_gpus >= 1 else 0
+    if gpus > cluster_gpus:
+        # Ray would queue such trials forever.
+        raise AutoPeftError(
+            f"--gpus-per-trial {gpus} but the Ray cluster has {cluster_gpus:g} GPU(s); "
+            "pass --gpus-per-trial 0 to train on CPUs"
+        )
+    if settings.address:
+        return 1, gpus
+    return max(1, int(cluster.get("CPU", 1)) // max(1, settings.concurrency)), gpus
+
+
+def _with_threads(context: TrialContext, cpus: float) -> TrialContext:
+    from dataclasses import replace
+
+    return replace(context, threads=int(cpus))

@@ -1,0 +1,147 @@
+"""Ray Tune's OptunaSearch, made budget-aware and honest about trial outcomes.
+
+Over-budget candidates are told to Optuna as FAIL (status "infeasible") at suggestion time and
+never reach Ray, so they never train. Ray's stock OptunaSearch also tells early-stopped trials as
+COMPLETE and leaves trials with a NaN result RUNNING; here a trial is COMPLETE only when its
+final report arrived with a finite score, PRUNED when it was stopped before that, FAIL otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from autopeft import study as records
+from autopeft.sizing import Sizer
+from autopeft.space import SearchSpace
+from autopeft.train.trial import METRIC_PREFIX
+
+logger = logging.getLogger(__name__)
+
+METRICS = ["score", "stored_params"]
+MODES = ["max", "min"]
+
+
+class BudgetedOptunaSearch(OptunaSearch):
+    def __init__(
+        self,
+        space: SearchSpace,
+        sizer: Sizer,
+        budget_params: int,
+        study_name: str,
+        storage: optuna.storages.BaseStorage,
+        sampler: optuna.samplers.BaseSampler,
+        max_rejections: int = 200,
+    ):
+        super().__init__(
+            space=space,
+            metric=METRICS,
+            mode=MODES,
+            sampler=sampler,
+            study_name=study_name,
+            storage=storage,
+        )
+        self._sizer = sizer
+        self._budget = budget_params
+        self._max_rejections = max_rejections
+        self._results: dict[str, list[dict]] = {}
+        self.infeasible = 0
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    # The Optuna storage is the record of the search (studies resume from it), so Ray's own
+    # searcher checkpoints are not needed; they would also try to pickle the storage's locks.
+    _UNPICKLED = ("_ot_study", "_storage", "_ot_trials")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        pass
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        for _ in range(self._max_rejections):
+            ot_trial = self._ot_study.ask()
+            candidate = self._space(ot_trial)
+            footprint = self._sizer.measure(candidate["method"], candidate["knobs"])
+            ot_trial.set_user_attr(records.ATTR_METHOD, candidate["method"])
+            ot_trial.set_user_attr(records.ATTR_STORED, footprint.stored_params)
+            ot_trial.set_user_attr(records.ATTR_HEAD, footprint.head_params)
+            ot_trial.set_user_attr(records.ATTR_BUDGET_USED, footprint.stored_params / self._budget)
+            if footprint.stored_params <= self._budget:
+                self._ot_trials[trial_id] = ot_trial
+                self._results[trial_id] = []
+                return {**candidate, "trial_number": ot_trial.number}
+            self.infeasible += 1
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_INFEASIBLE)
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        logger.warning("no feasible candidate in %d proposals; ending the search",
+                       self._max_rejections)
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        results = self._results.get(trial_id)
+        if results is None:
+            return
+        results.append(result)
+        curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
+        self._ot_trials[trial_id].set_user_attr(records.ATTR_CURVE, curve)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        ot_trial = self._ot_trials.pop(trial_id, None)
+        if ot_trial is None:
+            return
+        results = self._results.pop(trial_id, [])
+        if result and (not results or results[-1] is not result):
+            results.append(result)
+        last = results[-1] if results else {}
+        score = last.get("score")
+        finite = isinstance(score, (int, float)) and math.isfinite(score)
+        for key, value in _timings(results).items():
+            ot_trial.set_user_attr(key, value)
+        metrics = {k[len(METRIC_PREFIX):]: v for k, v in last.items()
+                   if k.startswith(METRIC_PREFIX)}
+        if metrics:
+            ot_trial.set_user_attr(records.ATTR_METRICS, metrics)
+            ot_trial.set_user_attr(records.ATTR_STORED, last["stored_params"])
+        if error:
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
+            message = last.get("error") or "trial raised; see the Ray trial log"
+            ot_trial.set_user_attr(records.ATTR_ERROR, message)
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        elif last.get("final") and finite:
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_OK)
+            artifact = last.get("artifact")
+            if artifact:
+                ot_trial.set_user_attr(records.ATTR_ARTIFACT, artifact)
+            self._ot_study.tell(ot_trial, [float(score), float(last["stored_params"])])
+        elif last.get("final"):
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
+            ot_trial.set_user_attr(records.ATTR_ERROR, f"non-finite score {score!r}")
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        else:
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_PRUNED)
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+def _timings(results: list[dict]) -> dict[str, float]:
+    return {
+        records.ATTR_TRAIN_SECONDS: sum(r.get("train_seconds", 0.0) for r in results),
+        records.ATTR_EVAL_SECONDS: sum(r.get("eval_seconds", 0.0) for r in results),
+        records.ATTR_TRIAL_SECONDS: max((r.get("trial_seconds", 0.0) for r in results),
+                                        default=0.0),
+    }

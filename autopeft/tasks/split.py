@@ -1,0 +1,86 @@
+"""Seeded, stratified carving of training rows.
+
+The search scores trials on a *selection split* held out of train, so the dev set stays
+untouched for the final report; stratifying keeps small splits representative of the labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_float_dtype
+from sklearn.model_selection import train_test_split
+
+from autopeft.errors import AutoPeftError
+from autopeft.tasks.specs import TaskSpec
+
+_MAX_BINS = 10  # quantile bins used to stratify regression scores
+
+
+def selection_split(
+    df: pd.DataFrame, task: TaskSpec, fraction: float = 0.1, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `df` into (train, selection), `fraction` of the rows going to selection.
+
+    Stratified by label (by score quantile bins for regression) when every stratum can be
+    represented on both sides; otherwise a plain seeded shuffle. Both keep the original row
+    order and get a fresh index.
+    """
+    if not _is_fraction(fraction):
+        raise AutoPeftError(
+            f"selection fraction {fraction!r} is out of range; "
+            "use a number strictly between 0 and 1"
+        )
+    if len(df) < 2:
+        raise AutoPeftError(
+            f"{task.name}: {len(df)} training rows cannot be split; at least 2 are needed"
+        )
+    n_selection = int(np.ceil(round(float(fraction) * len(df), 9)))  # 0.3 * 10 is not > 3
+    n_selection = min(max(n_selection, 1), len(df) - 1)
+    strata = _strata(df["label"], task.is_regression, n_selection, len(df) - n_selection)
+    train_idx, sel_idx = train_test_split(
+        np.arange(len(df)), test_size=n_selection, random_state=seed, stratify=strata
+    )
+    return _take(df, train_idx), _take(df, sel_idx)
+
+
+def subsample(df: pd.DataFrame, n: int | None, seed: int = 0) -> pd.DataFrame:
+    """Keep `n` rows (for --max-train-samples), stratified by "label" when possible.
+
+    None or n >= len(df) returns `df` unchanged. Float labels are treated as regression scores
+    and stratified by quantile bins.
+    """
+    if n is None or (not isinstance(n, bool) and isinstance(n, int | np.integer) and n >= len(df)):
+        return df
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise AutoPeftError(f"sample size {n!r} is not usable; use a whole number of rows >= 1")
+    strata = None
+    if "label" in df.columns:
+        strata = _strata(df["label"], is_float_dtype(df["label"]), int(n), len(df) - int(n))
+    kept, _ = train_test_split(
+        np.arange(len(df)), train_size=int(n), random_state=seed, stratify=strata
+    )
+    return _take(df, kept)
+
+
+def _is_fraction(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return False
+    return 0 < float(value) < 1
+
+
+def _strata(labels: pd.Series, regression: bool, n_a: int, n_b: int) -> np.ndarray | None:
+    """Stratum per row, or None when sklearn could not honour it (a side smaller than the
+    number of strata, or a stratum with a single row)."""
+    values = labels.to_numpy()
+    if regression:
+        bins = max(1, min(_MAX_BINS, min(n_a, n_b)))
+        values = pd.qcut(labels.astype(float), q=bins, labels=False, duplicates="drop").to_numpy()
+    _, counts = np.unique(values, return_counts=True)
+    if counts.min() < 2 or min(n_a, n_b) < len(counts):
+        return None
+    return values
+
+
+def _take(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    return df.iloc[np.sort(positions)].reset_index(drop=True)

@@ -1,0 +1,130 @@
+"""The training loop: AdamW, linear warmup/decay, per-epoch evaluation.
+
+Written by hand rather than with `transformers.Trainer` because methods need hooks between
+backward and the optimizer step (gradient masks, rank reallocation, phase switches) and each
+epoch's evaluation is reported to the search as it happens; both are awkward through Trainer.
+The loop calls the method's hooks and knows nothing about any particular method.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from autopeft.methods.base import Method
+from autopeft.tasks import TaskSpec, compute_metrics
+from autopeft.train.data import TokenizedSplit, eval_batches, train_loader
+
+
+@dataclass
+class LoopSettings:
+    epochs: int = 1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    metrics: dict[str, float]
+    train_seconds: float
+    eval_seconds: float
+    train_loss: float
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPUs; full precision on the CPU (bf16 matmuls are slow there)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    train: TokenizedSplit,
+    selection: TokenizedSplit,
+    tokenizer,
+    task: TaskSpec,
+    settings: LoopSettings,
+    on_epoch_end: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Train for `settings.epochs`, evaluating on the selection split after each epoch."""
+    device = pick_device()
+    model.to(device)
+    loader = train_loader(train, tokenizer, settings.batch_size, settings.seed)
+    optimizer = torch.optim.AdamW(
+        method.parameter_groups(model, settings.weight_decay), lr=settings.learning_rate
+    )
+    total_steps = max(1, settings.epochs * len(loader))
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(settings.warmup_ratio * total_steps), total_steps
+    )
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    history, step = [], 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        started, losses = time.perf_counter(), []
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast(device):
+                loss = model(**batch).loss
+            loss.backward()
+            method.after_backward(model, step)
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            method.after_step(model, step)
+            losses.append(loss.item())
+            step += 1
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        metrics = evaluate(model, selection, tokenizer, task, settings.eval_batch_size)
+        result = EpochResult(
+            epoch=epoch,
+            metrics=metrics,
+            train_seconds=train_seconds,
+            eval_seconds=time.perf_counter() - started,
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+        )
+        history.append(result)
+        if on_epoch_end is not None:
+            on_epoch_end(result)
+    return history
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: TokenizedSplit, tokenizer, task: TaskSpec, batch_size: int = 64
+) -> dict[str, float]:
+    device = pick_device()
+    model.to(device)
+    model.eval()
+    loader, order = eval_batches(split, tokenizer, batch_size)
+    outputs = []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        with autocast(device):
+            outputs.append(model(**batch).logits.float().cpu())
+    predictions = torch.cat(outputs).numpy()
+    restored = np.empty_like(predictions)
+    restored[order] = predictions
+    return compute_metrics(task, restored, split.labels)

@@ -1,0 +1,116 @@
+"""One trial, independent of Ray: everything needed to train and judge a candidate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autopeft.artifacts import save_artifact
+from autopeft.budget import count_params, trainable_line
+from autopeft.errors import AutoPeftError
+from autopeft.methods import build_method
+from autopeft.models import ModelSource, load_model
+from autopeft.tasks import get_task
+from autopeft.train.data import SearchData
+from autopeft.train.loop import EpochResult, LoopSettings, fit
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Study-wide settings every trial shares (picklable, sent once to the workers)."""
+
+    model: ModelSource
+    task: str
+    budget_params: int
+    epochs: int
+    batch_size: int
+    seed: int
+    study_dir: str  # absolute; artifacts go under its ARTIFACTS_SUBDIR
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+
+
+ARTIFACTS_SUBDIR = "artifacts"  # inside the study directory
+METRIC_PREFIX = "selection_"  # reported metrics: selection_accuracy, selection_f1, ...
+
+
+def artifact_name(trial_number: int) -> str:
+    return f"trial-{trial_number:04d}"
+
+
+def run_trial(
+    candidate: dict[str, Any],
+    data: SearchData,
+    context: TrialContext,
+    report: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Train `candidate` ({"method", "knobs", "trial_number"}) and report each epoch.
+
+    The last report carries `final: True`; a trial stopped before it was early-stopped.
+    """
+    started = time.perf_counter()
+    if context.threads:
+        torch.set_num_threads(context.threads)
+    task = get_task(context.task)
+    number = int(candidate["trial_number"])
+    seed = context.seed + number
+    torch.manual_seed(seed)
+
+    method = build_method(candidate["method"], candidate["knobs"])
+    model = method.apply(load_model(context.model, task.num_labels, seed=seed))
+    stored, head = method.stored_params(model), method.head_params(model)
+    if stored > context.budget_params:  # the searcher checks first; this guards the invariant
+        raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
+    counts = {
+        "stored_params": stored,
+        "head_params": head,
+        "trainable_line": trainable_line(count_params(model, True), count_params(model)),
+    }
+
+    def report_epoch(result: EpochResult, **extra: Any) -> None:
+        report({
+            **counts,
+            "score": result.metrics["score"],
+            # flat keys: Ray flattens nested result dicts on their way to the searcher
+            **{f"{METRIC_PREFIX}{k}": v for k, v in result.metrics.items()},
+            "epoch": result.epoch,
+            "train_loss": result.train_loss,
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
+            "final": False,
+            **extra,
+        })
+
+    settings = LoopSettings(
+        epochs=context.epochs,
+        batch_size=context.batch_size,
+        learning_rate=method.config.learning_rate,
+        warmup_ratio=method.config.warmup_ratio,
+        weight_decay=method.config.weight_decay,
+        seed=seed,
+    )
+    history = fit(
+        model, method, data.train, data.selection, data.tokenizer, task, settings,
+        on_epoch_end=lambda r: r.epoch < context.epochs and report_epoch(r),
+    )
+    last = history[-1]
+    artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
+    save_artifact(artifact, method, model, {
+        "model": context.model.name,
+        "task": context.task,
+        "num_labels": task.num_labels,
+        "stored_params": stored,
+        "head_params": head,
+        "selection_metrics": last.metrics,
+    })
+    report_epoch(
+        last,
+        final=True,
+        artifact=f"{ARTIFACTS_SUBDIR}/{artifact.name}",
+        trial_seconds=time.perf_counter() - started,
+    )
+    return {"seconds": time.perf_counter() - started}

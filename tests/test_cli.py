@@ -1,0 +1,88 @@
+"""User mistakes: one line on stderr naming what was wrong, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "autopeft", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def base_args(tiny_bert, mrpc_dir):
+    return ["search", "--model", str(tiny_bert), "--data-dir", str(mrpc_dir)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--task", "mrpc", "--budget", "5%%"], ["invalid budget '5%%'", "accepted"]),
+        (["--task", "mrpc", "--budget", "-3"], ["'-3'"]),
+        (["--task", "mrcp", "--budget", "1%"], ["unknown task 'mrcp'", "mrpc"]),
+        (["--task", "mrpc", "--budget", "1%", "--methods", "lora,adaptr"],
+         ["unknown method 'adaptr'", "bitfit"]),
+        (["--task", "mrpc", "--budget", "1%", "--trials", "0"], ["--trials must be at least 1"]),
+        (["--task", "mrpc", "--budget", "10", "--methods", "lora"],
+         ["no method fits the budget of 10 params"]),
+    ],
+)
+def test_bad_search_input(tmp_path, base_args, extra, needles):
+    result = run_cli(*base_args, *extra, cwd=tmp_path)
+    assert_one_line_error(result, *needles)
+    assert not (tmp_path / "studies").exists() or not any((tmp_path / "studies").iterdir())
+
+
+def test_bad_model_path_and_unknown_hub_id_offline(tmp_path, mrpc_dir):
+    result = run_cli("search", "--task", "mrpc", "--budget", "1%", "--model", "./no/such/model",
+                     "--data-dir", str(mrpc_dir), cwd=tmp_path)
+    assert_one_line_error(result, "'./no/such/model'")
+    result = run_cli("budget", "--budget", "1%", "--model", "someone/not-a-model", cwd=tmp_path)
+    assert_one_line_error(result, "cannot load model 'someone/not-a-model'", "local directory")
+
+
+def test_bad_data_dir_and_offline_without_data(tmp_path, tiny_bert):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("search", "--task", "mrpc", "--budget", "1%", "--model", str(tiny_bert),
+                     "--data-dir", str(empty), cwd=tmp_path)
+    assert_one_line_error(result, str(empty))
+    result = run_cli("search", "--task", "mrpc", "--budget", "1%", "--model", str(tiny_bert),
+                     cwd=tmp_path)
+    assert_one_line_error(result, "--data-dir")
+
+
+def test_report_for_unknown_study(tmp_path):
+    result = run_cli("report", "--study", "nope", cwd=tmp_path)
+    assert_one_line_error(result, "no study 'nope'")
+
+
+def test_methods_lists_registered_methods_and_knobs():
+    result = run_cli("methods")
+    assert result.returncode == 0, result.stderr
+    for needle in ("lora", "bitfit", "full", "learning_rate", "targets", "{1, 2, 4, 8, 16, 32}"):
+        assert needle in result.stdout
+
+
+def test_budget_reports_largest_lora_rank(tiny_bert):
+    # tiny BERT: LoRA on q,v of 2 layers costs 2*2*(64+64) = 512 params per rank.
+    result = run_cli("budget", "--budget", "5000", "--model", str(tiny_bert))
+    assert result.returncode == 0, result.stderr
+    assert "max r=9" in result.stdout  # 9*512 = 4608 <= 5000 < 5120
+    assert "5,000 params" in result.stdout

@@ -1,0 +1,88 @@
+"""Methods apply, train, save and load as declared; the frozen backbone stays untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autopeft.artifacts import load_artifact, read_description, save_artifact
+from autopeft.errors import AutoPeftError
+from autopeft.methods import METHODS, build_method, parse_method_list
+from autopeft.models import load_model, load_tokenizer, resolve_model
+
+TEXTS = ["good movie", "great film", "bad movie", "awful film",
+         "good show", "terrible show", "great story", "bad story"]
+LABELS = [1, 1, 0, 0, 1, 0, 1, 0]
+CASES = [("lora", {"r": 4, "targets": "all"}, 3e-3), ("bitfit", {}, 1e-2), ("full", {}, 1e-4)]
+
+
+def _batch(tokenizer):
+    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    return {**enc, "labels": torch.tensor(LABELS)}
+
+
+def _train(model, method, batch, lr, steps):
+    optimizer = torch.optim.AdamW(method.parameter_groups(model, 0.01), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize(("name", "knobs", "lr"), CASES)
+def test_each_method_learns_a_toy_task_on_the_pretrained_minilm(name, knobs, lr):
+    source = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    method = build_method(name, knobs)
+    model = method.apply(load_model(source, num_labels=2, seed=1))
+    losses = _train(model, method, _batch(load_tokenizer(source)), lr, steps=12)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize(("name", "knobs", "lr"), CASES)
+def test_training_changes_only_the_delta_and_roundtrips_through_the_artifact(
+    tiny_bert, tmp_path, name, knobs, lr
+):
+    source = resolve_model(str(tiny_bert))
+    method = build_method(name, knobs)
+    model = method.apply(load_model(source, num_labels=2, seed=1))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    batch = _batch(load_tokenizer(source))
+    _train(model, method, batch, lr=1e-2, steps=3)
+    changed = {k for k, v in model.named_parameters() if not torch.equal(before[k], v.detach())}
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert changed and changed <= trainable  # frozen weights bit-identical (weight decay incl.)
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    artifact = save_artifact(tmp_path / "a", method, model, {
+        "model": str(tiny_bert), "task": "mrpc", "num_labels": 2,
+        "stored_params": method.stored_params(model),
+    })
+    assert read_description(artifact)["method"] == name
+    loaded, description = load_artifact(artifact)
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, expected)
+    assert description["knobs"]["learning_rate"] == method.config.learning_rate
+
+
+def test_method_names_and_knob_validation():
+    assert set(METHODS) == {"full", "bitfit", "lora"}
+    assert parse_method_list("lora, bitfit,lora") == ["lora", "bitfit"]
+    with pytest.raises(AutoPeftError, match="unknown method 'adapter'; registered: bitfit"):
+        parse_method_list("lora,adapter")
+    with pytest.raises(AutoPeftError, match="lora.targets='qk' is not allowed"):
+        build_method("lora", {"targets": "qk"})
+    with pytest.raises(AutoPeftError, match="unknown knob"):
+        build_method("bitfit", {"r": 4})
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(AutoPeftError, match="not an autopeft artifact"):
+        read_description(tmp_path)

@@ -1,0 +1,125 @@
+"""End-to-end: the CLI runs a real (tiny) search through Ray and Optuna, resumes, reports."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from autopeft import study as records
+from tests.test_cli import run_cli
+
+BUDGET = "2%"  # of the tiny BERT's 2,041,152 backbone params = 40,823
+SPACE = """
+methods:
+  bitfit:
+    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+  lora:
+    r: {choices: [2, 64]}          # r=64 on every projection stores 114,688 > budget
+    targets: {choices: [all]}
+    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_bert, mrpc_dir):
+    work = tmp_path_factory.mktemp("search")
+    (work / "space.yaml").write_text(SPACE)
+    args = ["search", "--task", "mrpc", "--budget", BUDGET, "--model", str(tiny_bert),
+            "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "4",
+            "--max-train-samples", "160", "--sampler", "random", "--seed", "1",
+            "--study", "tiny", "--concurrency", "2"]
+    result = run_cli(*args, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, args, result
+
+
+def load(work, name="trials.csv"):
+    return pd.read_csv(work / "reports" / "tiny" / name)
+
+
+def test_search_writes_report_and_artifacts(first_run):
+    work, _, result = first_run
+    report = work / "reports" / "tiny"
+    for name in ("trials.csv", "pareto.csv", "summary.md", "pareto.html", "pareto.png"):
+        assert (report / name).stat().st_size > 0, name
+    trials = load(work)
+    complete = trials[trials.state == "COMPLETE"]
+    assert len(complete) == 4
+    assert set(complete.method) == {"bitfit", "lora"}  # each method covered first
+    assert list(trials.trial[:2]) == [0, 1]
+    assert (complete.score.between(0, 1)).all()
+    assert (complete.train_seconds > 0).all() and (complete.stored_params > 0).all()
+    for number in complete.trial:
+        artifact = work / "studies" / "tiny" / "artifacts" / f"trial-{number:04d}"
+        assert (artifact / "autopeft_config.json").exists()
+    assert "Pareto front of tiny" in result.stdout
+    assert "trainable params:" in result.stderr  # peft-style line per trial
+
+
+def test_over_budget_candidates_are_recorded_and_never_trained(first_run):
+    work, _, result = first_run
+    trials = load(work)
+    budget = 40_823
+    infeasible = trials[trials.state == "INFEASIBLE"]
+    assert len(infeasible) >= 1, "seeded random sampler proposes r=64 at least once"
+    assert (infeasible.stored_params == 114_688).all()
+    assert infeasible.score.isna().all() and infeasible.train_seconds.isna().all()
+    for number in infeasible.trial:
+        assert not (work / "studies" / "tiny" / "artifacts" / f"trial-{number:04d}").exists()
+    assert (trials[trials.state == "COMPLETE"].stored_params <= budget).all()
+    assert f"{len(infeasible)} over-budget candidates rejected" in result.stdout
+
+
+def test_pareto_front_is_non_dominated_within_budget_with_dev_scores(first_run):
+    work, _, _ = first_run
+    trials, front = load(work), load(work, "pareto.csv")
+    complete = trials[(trials.state == "COMPLETE") & (trials.stored_params <= 40_823)]
+    assert len(front) >= 1
+    for row in front.itertuples():
+        dominated = complete[(complete.score >= row.score)
+                             & (complete.stored_params <= row.stored_params)
+                             & ((complete.score > row.score)
+                                | (complete.stored_params < row.stored_params))]
+        assert dominated.empty, f"trial {row.trial} is dominated"
+    best = complete.score.max()
+    assert best in set(front.score)
+    assert front.dev_score.between(0, 1).all()
+
+
+def test_resume_adds_trials_without_losing_or_duplicating(first_run):
+    work, args, _ = first_run
+    before = load(work)
+    resumed = [*args]
+    resumed[resumed.index("--trials") + 1] = "2"
+    result = run_cli(*resumed, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = load(work)
+    assert after.trial.is_unique
+    assert (after.state == "COMPLETE").sum() == (before.state == "COMPLETE").sum() + 2
+    kept = after.set_index("trial").loc[before.trial, ["state", "score", "stored_params"]]
+    pd.testing.assert_frame_equal(kept, before.set_index("trial")[kept.columns])
+    # each method was covered by the first run: no extra coverage trials were queued
+    assert (after.state == "WAITING").sum() == 0
+
+
+def test_report_rebuilds_from_the_study_alone(first_run):
+    work, _, _ = first_run
+    report = work / "reports" / "tiny"
+    original = (report / "trials.csv").read_text()
+    for path in report.iterdir():
+        path.unlink()
+    result = run_cli("report", "--study", "tiny", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert (report / "trials.csv").read_text() == original
+    assert (report / "pareto.png").exists()
+
+
+def test_resuming_with_another_budget_is_refused(first_run):
+    work, args, _ = first_run
+    other = [*args]
+    other[other.index("--budget") + 1] = "3%"
+    result = run_cli(*other, cwd=work)
+    assert result.returncode == 2
+    assert "study 'tiny' was made with budget_params=40823" in result.stderr
+    study = records.open_study("tiny", records.make_storage(None, work / "studies" / "tiny"), None)
+    assert records.study_setup(study).budget_params == 40_823
