@@ -75,20 +75,20 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
                     epochs=request.epochs, batch_size=request.batch_size)
     task = get_task(request.task)
     budget = parse_budget(request.budget)
+    space = load_space(request.space)
+    if request.methods:
+        space = space.restrict(parse_method_list(request.methods))
     source = resolve_model(request.model, request.trust_remote_code)
     sizer = Sizer(source, task.num_labels)
     backbone = sizer.backbone_params()
     budget_params = budget.params(backbone)
-    console.print(f"budget {budget.describe(backbone)}")
-
-    space = load_space(request.space)
-    if request.methods:
-        space = space.restrict(parse_method_list(request.methods))
     space, skipped = _feasible_methods(space, sizer, budget_params)
+    task_data = load_task_data(task, request.data_dir)
+
+    console.print(f"budget {budget.describe(backbone)}")
     for name, why in skipped.items():
         console.print(f"[yellow]skipping {name}: {why}[/yellow]")
 
-    task_data = load_task_data(task, request.data_dir)
     train, selection = selection_split(task_data.train, task, request.selection_fraction,
                                        request.seed)
     train = subsample(train, request.max_train_samples, request.seed)
