@@ -46,7 +46,7 @@ def test_search_writes_report_and_artifacts(first_run):
     complete = trials[trials.state == "COMPLETE"]
     assert len(complete) == 4
     assert set(complete.method) == {"bitfit", "lora"}  # each method covered first
-    assert list(trials.trial[:2]) == [0, 1]
+    assert set(trials.method[:2]) == {"bitfit", "lora"}  # coverage trials come first
     assert (complete.score.between(0, 1)).all()
     assert (complete.train_seconds > 0).all() and (complete.stored_params > 0).all()
     for number in complete.trial:

@@ -1,0 +1,77 @@
+"""The budget-aware searcher: infeasible proposals never reach Ray; outcomes told honestly."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autopeft import study as records
+from autopeft.engine.searcher import BudgetedOptunaSearch
+from autopeft.models import resolve_model
+from autopeft.sizing import Sizer
+from autopeft.space import load_space
+
+
+@pytest.fixture
+def searcher(tiny_bert, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("methods: {lora: {r: {choices: [1, 32]}, targets: {choices: [all]}}}")
+    sizer = Sizer(resolve_model(str(tiny_bert)), num_labels=2)
+    budget = sizer.measure("lora", {"r": 1, "targets": "all"}).stored_params * 4
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
+    search = BudgetedOptunaSearch(load_space(path), sizer, budget, "s", storage,
+                                  optuna.samplers.RandomSampler(seed=0))
+    search.set_search_properties(None, None, {})
+    return search, budget
+
+
+def test_every_suggestion_fits_and_rejections_are_recorded_infeasible(searcher):
+    search, budget = searcher
+    configs = [search.suggest(f"t{i}") for i in range(6)]
+    assert all(c["knobs"]["r"] == 1 for c in configs)
+    trials = search.study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get(records.ATTR_STATUS) == "infeasible"]
+    assert search.infeasible == len(infeasible) > 0  # seeded: r=32 was proposed and rejected
+    for trial in infeasible:
+        assert trial.state == TrialState.FAIL
+        assert trial.user_attrs[records.ATTR_STORED] > budget
+        assert trial.params["lora.r"] == 32
+    assert {c["trial_number"] for c in configs}.isdisjoint({t.number for t in infeasible})
+
+
+def _final(score, final=True, **extra):
+    return {"score": score, "stored_params": 896, "epoch": 1, "final": final,
+            "train_seconds": 2.0, "eval_seconds": 0.5, "selection_accuracy": 0.7, **extra}
+
+
+def test_trial_outcomes_map_to_optuna_states(searcher):
+    search, _ = searcher
+    for i in range(4):
+        search.suggest(f"t{i}")
+    search.on_trial_result("t0", _final(0.5, final=False))
+    search.on_trial_complete("t0", _final(0.8, artifact="artifacts/trial-x"))
+    search.on_trial_complete("t1", _final(math.nan))
+    search.on_trial_result("t2", _final(0.6, final=False))
+    search.on_trial_complete("t2", _final(0.6, final=False))  # stopped by a scheduler
+    search.on_trial_complete("t3", {"error": "ValueError: boom", "final": False}, error=True)
+
+    by_status = {}
+    for trial in search.study.get_trials():
+        by_status.setdefault(trial.user_attrs.get(records.ATTR_STATUS), []).append(trial)
+    (ok,) = by_status["ok"]
+    assert ok.state == TrialState.COMPLETE and ok.values == [0.8, 896.0]
+    assert ok.user_attrs[records.ATTR_ARTIFACT] == "artifacts/trial-x"
+    assert ok.user_attrs[records.ATTR_TRAIN_SECONDS] == 4.0  # summed over both reports
+    assert ok.user_attrs[records.ATTR_METRICS]["accuracy"] == 0.7
+    assert ok.user_attrs[records.ATTR_CURVE] == [{"epoch": 1, "score": 0.5}]
+    (pruned,) = by_status["pruned"]
+    assert pruned.state == TrialState.PRUNED and pruned.values is None
+    errors = sorted(by_status["error"], key=lambda t: t.number)
+    assert [t.state for t in errors] == [TrialState.FAIL, TrialState.FAIL]
+    assert "non-finite" in errors[0].user_attrs[records.ATTR_ERROR]
+    assert errors[1].user_attrs[records.ATTR_ERROR] == "ValueError: boom"
+    assert [t.number for t in search.study.best_trials] == [ok.number]
