@@ -49,6 +49,8 @@ def test_search_writes_report_and_artifacts(first_run):
     assert set(trials.method[:2]) == {"bitfit", "lora"}  # coverage trials come first
     assert (complete.score.between(0, 1)).all()
     assert (complete.train_seconds > 0).all() and (complete.stored_params > 0).all()
+    # in-trial timings are counted once: they fit inside the trial's own wall time
+    assert (complete.train_seconds + complete.eval_seconds <= complete.trial_seconds).all()
     for number in complete.trial:
         artifact = work / "studies" / "tiny" / "artifacts" / f"trial-{number:04d}"
         assert (artifact / "autopeft_config.json").exists()

@@ -43,8 +43,9 @@ def test_every_suggestion_fits_and_rejections_are_recorded_infeasible(searcher):
     assert {c["trial_number"] for c in configs}.isdisjoint({t.number for t in infeasible})
 
 
-def _final(score, final=True, **extra):
-    return {"score": score, "stored_params": 896, "epoch": 1, "final": final,
+def _final(score, final=True, epoch=1, **extra):
+    return {"score": score, "stored_params": 896, "epoch": epoch, "final": final,
+            "training_iteration": epoch,
             "train_seconds": 2.0, "eval_seconds": 0.5, "selection_accuracy": 0.7, **extra}
 
 
@@ -53,7 +54,9 @@ def test_trial_outcomes_map_to_optuna_states(searcher):
     for i in range(4):
         search.suggest(f"t{i}")
     search.on_trial_result("t0", _final(0.5, final=False))
-    search.on_trial_complete("t0", _final(0.8, artifact="artifacts/trial-x"))
+    search.on_trial_result("t0", _final(0.8, epoch=2, artifact="artifacts/trial-x"))
+    # Ray repeats the last result, as a fresh dict, when the trial completes
+    search.on_trial_complete("t0", _final(0.8, epoch=2, artifact="artifacts/trial-x"))
     search.on_trial_complete("t1", _final(math.nan))
     search.on_trial_result("t2", _final(0.6, final=False))
     search.on_trial_complete("t2", _final(0.6, final=False))  # stopped by a scheduler
@@ -67,7 +70,8 @@ def test_trial_outcomes_map_to_optuna_states(searcher):
     assert ok.user_attrs[records.ATTR_ARTIFACT] == "artifacts/trial-x"
     assert ok.user_attrs[records.ATTR_TRAIN_SECONDS] == 4.0  # summed over both reports
     assert ok.user_attrs[records.ATTR_METRICS]["accuracy"] == 0.7
-    assert ok.user_attrs[records.ATTR_CURVE] == [{"epoch": 1, "score": 0.5}]
+    assert ok.user_attrs[records.ATTR_CURVE] == [{"epoch": 1, "score": 0.5},
+                                                 {"epoch": 2, "score": 0.8}]
     (pruned,) = by_status["pruned"]
     assert pruned.state == TrialState.PRUNED and pruned.values is None
     errors = sorted(by_status["error"], key=lambda t: t.number)

@@ -105,7 +105,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         if ot_trial is None:
             return
         results = self._results.pop(trial_id, [])
-        if result and (not results or results[-1] is not result):
+        if result and not _already_seen(results, result):
             results.append(result)
         last = results[-1] if results else {}
         score = last.get("score")
@@ -136,6 +136,12 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_PRUNED)
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def _already_seen(results: list[dict], result: dict) -> bool:
+    """Ray hands the last result to `on_trial_complete` again (as a new dict)."""
+    key = "training_iteration"
+    return bool(results) and result.get(key) is not None and results[-1].get(key) == result[key]
 
 
 def _timings(results: list[dict]) -> dict[str, float]:
