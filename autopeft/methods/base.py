@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -66,6 +67,10 @@ class MethodConfig:
     learning_rate: float = learning_rate_knob(1e-3)
     warmup_ratio: float = knob(0.06, "fraction of steps with linear warmup", minimum=0.0)
     weight_decay: float = knob(0.0, "AdamW weight decay (never on biases/LayerNorm)", minimum=0.0)
+    child_f_p: float = knob(
+        0.0, "Child-Tuning_F: keep each gradient entry with prob. p, scaled 1/p (0 = off)",
+        minimum=0.0,
+    )
 
     @classmethod
     def knobs(cls) -> list[Knob]:
@@ -103,6 +108,12 @@ class MethodConfig:
     def size_key(self) -> tuple:
         """The knob values that determine the stored size (cache key for budget checks)."""
         return tuple((k.name, getattr(self, k.name)) for k in self.knobs() if k.affects_size)
+
+
+class BatchSource(Protocol):
+    """Training batches on demand (model inputs + labels, on the model's device)."""
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]: ...
 
 
 class Method(ABC):
@@ -155,8 +166,23 @@ class Method(ABC):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
-    def after_backward(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
-        """Called between backward and the optimizer step (gradient masks go here)."""
+    def prepare(self, model: nn.Module, data: BatchSource) -> None:  # noqa: B027 - optional hook
+        """Data-dependent set-up after `apply`, before training (e.g. choosing a sparse mask)."""
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        """Called between backward and the optimizer step; gradient masks go here.
+
+        Applies Child-Tuning_F (Xu et al. 2021) when `child_f_p` is set: a fresh Bernoulli(p)
+        mask on every trainable backbone gradient, survivors scaled by 1/p so the expected
+        gradient is unchanged. Subclasses that override this call `super()`.
+        """
+        p = getattr(self.config, "child_f_p", 0.0)
+        if not 0.0 < p < 1.0:
+            return
+        for name, param in self.delta_state(model).items():
+            if param.grad is not None and not is_head_param(name):
+                keep = torch.rand_like(param.grad) < p
+                param.grad.mul_(keep).div_(p)
 
     def after_step(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
         """Called after each optimizer step (rank reallocation, projections go here)."""

@@ -84,3 +84,21 @@ def eval_batches(
         collate_fn=DataCollatorWithPadding(tokenizer),
     )
     return loader, order
+
+
+class SplitBatches:
+    """A `BatchSource` over a tokenized split: shuffled, padded batches on `device`."""
+
+    def __init__(self, split: TokenizedSplit, tokenizer: PreTrainedTokenizerBase,
+                 device: torch.device, seed: int = 0):
+        self.split, self.tokenizer, self.device, self.seed = split, tokenizer, device, seed
+
+    def batches(self, batch_size: int):
+        order = torch.randperm(len(self.split), generator=torch.Generator().manual_seed(self.seed))
+        loader = DataLoader(
+            _batches_with_labels(self.split, order.tolist()),
+            batch_size=batch_size,
+            collate_fn=DataCollatorWithPadding(self.tokenizer),
+        )
+        for batch in loader:
+            yield {k: v.to(self.device) for k, v in batch.items()}

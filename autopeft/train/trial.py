@@ -16,8 +16,8 @@ from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
 from autopeft.models import ModelSource, load_model
 from autopeft.tasks import get_task
-from autopeft.train.data import SearchData
-from autopeft.train.loop import EpochResult, LoopSettings, fit
+from autopeft.train.data import SearchData, SplitBatches
+from autopeft.train.loop import EpochResult, LoopSettings, fit, pick_device
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def run_trial(
     torch.manual_seed(seed)
 
     method = build_method(candidate["method"], candidate["knobs"])
-    model = method.apply(load_model(context.model, task.num_labels, seed=seed))
+    model = method.apply(load_model(context.model, task.num_labels, seed=seed)).to(pick_device())
+    method.prepare(model, SplitBatches(data.train, data.tokenizer, pick_device(), seed))
     stored, head = method.stored_params(model), method.head_params(model)
     if stored > context.budget_params:  # the searcher checks first; this guards the invariant
         raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
