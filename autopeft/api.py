@@ -65,7 +65,7 @@ class SearchResult:
 def search(request: SearchRequest, console: Console | None = None) -> SearchResult:
     """Run (or continue) a study: propose, train and judge candidates, then report the front."""
     # Heavy imports stay here so `autopeft methods`/`report` start fast and without Ray.
-    from autopeft.engine.runner import EngineSettings, run_trials
+    from autopeft.engine.runner import EngineSettings, check_sampler, run_trials
     from autopeft.train.data import SearchData, tokenize_frame
     from autopeft.train.final import evaluate_front_on_dev
     from autopeft.train.trial import TrialContext
@@ -75,6 +75,7 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
                     epochs=request.epochs, batch_size=request.batch_size)
     task = get_task(request.task)
     budget = parse_budget(request.budget)
+    check_sampler(request.sampler)
     space = load_space(request.space)
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))

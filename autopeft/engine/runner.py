@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
 import ray
 from ray import tune
 
+from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
@@ -58,59 +57,43 @@ def run_trials(
     """Add `settings.trials` trained trials to `study` (over-budget proposals not counted)."""
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if settings.sampler not in SAMPLERS:
-        raise AutoPeftError(f"unknown sampler '{settings.sampler}'; choose: {', '.join(SAMPLERS)}")
-    owns_ray = _start_ray(settings.address)
-    try:
-        cpus, gpus = _resources_per_trial(settings)
-        # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
-        sampler = SAMPLERS[settings.sampler](settings.seed + len(study.trials))
-        searcher = BudgetedOptunaSearch(
-            space, sizer, budget_params, study.study_name, study._storage, sampler
-        )
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                train_candidate, data=data, context=_with_threads(context, cpus)
-            ),
-            {"cpu": cpus, "gpu": gpus},
-        )
-        progress = SearchProgress(settings.trials, settings.concurrency)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=settings.trials,
-                max_concurrent_trials=settings.concurrency,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(Path(ray_dir).resolve()),
-                verbose=0,
-                callbacks=[progress],
-            ),
-        )
-        grid = tuner.fit()
-        return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    check_sampler(settings.sampler)
+    connect(settings.address)
+    cpus, gpus = _resources_per_trial(settings)
+    # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
+    sampler = SAMPLERS[settings.sampler](settings.seed + len(study.trials))
+    searcher = BudgetedOptunaSearch(
+        space, sizer, budget_params, study.study_name, study._storage, sampler
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_candidate, data=data, context=_with_threads(context, cpus)
+        ),
+        {"cpu": cpus, "gpu": gpus},
+    )
+    progress = SearchProgress(settings.trials, settings.concurrency)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=settings.trials,
+            max_concurrent_trials=settings.concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(ray_dir).resolve()),
+            verbose=0,
+            callbacks=[progress],
+        ),
+    )
+    grid = tuner.fit()
+    return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
 
 
-def _start_ray(address: str | None) -> bool:
-    """Connect to `address`, or start a quiet local instance; True if we started it."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables
-    if ray.is_initialized():
-        return False
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise AutoPeftError(f"cannot connect to Ray at '{address}': {exc}") from None
-    return True
+def check_sampler(name: str) -> None:
+    if name not in SAMPLERS:
+        raise AutoPeftError(f"unknown sampler '{name}'; choose: {', '.join(SAMPLERS)}")
 
 
 def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
@@ -131,6 +114,4 @@ def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
 
 
 def _with_threads(context: TrialContext, cpus: float) -> TrialContext:
-    from dataclasses import replace
-
     return replace(context, threads=int(cpus))
