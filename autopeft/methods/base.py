@@ -169,6 +169,13 @@ class Method(ABC):
     def prepare(self, model: nn.Module, data: BatchSource) -> None:  # noqa: B027 - optional hook
         """Data-dependent set-up after `apply`, before training (e.g. choosing a sparse mask)."""
 
+    def start(self, model: nn.Module, total_steps: int) -> None:  # noqa: B027 - optional hook
+        """Called once before the first step, with the number of optimizer steps to come."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """A term added to the loss (e.g. diff pruning's λ·E[‖δ‖₀]); None for none."""
+        return None
+
     def after_backward(self, model: nn.Module, step: int) -> None:
         """Called between backward and the optimizer step; gradient masks go here.
 
@@ -184,8 +191,11 @@ class Method(ABC):
                 keep = torch.rand_like(param.grad) < p
                 param.grad.mul_(keep).div_(p)
 
-    def after_step(self, model: nn.Module, step: int) -> None:  # noqa: B027 - optional hook
-        """Called after each optimizer step (rank reallocation, projections go here)."""
+    def after_step(self, model: nn.Module, step: int) -> bool:
+        """Called after optimizer step number `step` (1-based): reallocation, projections, phase
+        switches. Return True when the set of trainable tensors changed, so the loop builds a
+        fresh optimizer (no warmup) over `parameter_groups` for the remaining steps."""
+        return False
 
     # --- artifacts ---------------------------------------------------------------------
     def save(self, model: nn.Module, directory: Path) -> None:

@@ -70,14 +70,11 @@ def fit(
     device = pick_device()
     model.to(device)
     loader = train_loader(train, tokenizer, settings.batch_size, settings.seed)
-    optimizer = torch.optim.AdamW(
-        method.parameter_groups(model, settings.weight_decay), lr=settings.learning_rate
-    )
     total_steps = max(1, settings.epochs * len(loader))
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(settings.warmup_ratio * total_steps), total_steps
+    method.start(model, total_steps)
+    optimizer, scheduler, trainable = _optimizer(
+        model, method, settings, total_steps, math.ceil(settings.warmup_ratio * total_steps)
     )
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
     history, step = [], 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -86,15 +83,19 @@ def fit(
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device):
                 loss = model(**batch).loss
-            loss.backward()
+                penalty = method.penalty(model)
+            (loss if penalty is None else loss + penalty).backward()
             method.after_backward(model, step)
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            method.after_step(model, step)
-            losses.append(loss.item())
             step += 1
+            if method.after_step(model, step):  # new trainable tensors: fresh optimizer
+                optimizer, scheduler, trainable = _optimizer(
+                    model, method, settings, total_steps - step, warmup_steps=0
+                )
+            losses.append(loss.item())
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metrics = evaluate(model, selection, tokenizer, task, settings.eval_batch_size)
@@ -109,6 +110,16 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(result)
     return history
+
+
+def _optimizer(model, method: Method, settings: LoopSettings, steps: int, warmup_steps: int):
+    """AdamW over the method's parameter groups (a group may set its own lr), linear schedule."""
+    optimizer = torch.optim.AdamW(
+        method.parameter_groups(model, settings.weight_decay), lr=settings.learning_rate
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max(1, steps))
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    return optimizer, scheduler, trainable
 
 
 @torch.no_grad()
