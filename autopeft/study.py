@@ -40,6 +40,8 @@ ATTR_EVAL_SECONDS = "eval_seconds"
 ATTR_TRIAL_SECONDS = "trial_seconds"
 ATTR_ARTIFACT = "artifact"  # path of the trained delta, relative to the study directory
 ATTR_ERROR = "error"
+ATTR_STORED_BYTES = "stored_bytes"  # values (+ indices for sparse deltas), head excluded
+ATTR_ALLOCATION = "allocation"  # {"by_layer": {layer: fraction}, "by_type": {type: fraction}}
 
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"

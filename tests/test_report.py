@@ -149,7 +149,8 @@ def test_trials_frame_has_one_typed_row_per_trial(study: optuna.Study) -> None:
     frame = trials_frame(study)
 
     assert len(frame) == 8
-    lead = ["trial", "state", "method", "stored_params", "head_params", "budget_used", "score"]
+    lead = ["trial", "state", "method", "stored_params", "stored_bytes", "head_params",
+            "budget_used", "score"]
     assert list(frame.columns[: len(lead)]) == lead
     knobs = ["bitfit.learning_rate", "lora.learning_rate", "lora.r"]
     assert list(frame.columns[-3:]) == knobs

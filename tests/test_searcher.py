@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import optuna
@@ -45,6 +46,8 @@ def test_every_suggestion_fits_and_rejections_are_recorded_infeasible(searcher):
 
 def _final(score, final=True, epoch=1, **extra):
     return {"score": score, "stored_params": 896, "epoch": epoch, "final": final,
+            "artifact": "artifacts/trial-x", "stored_bytes": 3584,
+            "allocation": json.dumps({"by_layer": {"0": 0.5}, "by_type": {"bias": 1.0}}),
             "training_iteration": epoch,
             "train_seconds": 2.0, "eval_seconds": 0.5, "selection_accuracy": 0.7, **extra}
 
@@ -54,9 +57,9 @@ def test_trial_outcomes_map_to_optuna_states(searcher):
     for i in range(4):
         search.suggest(f"t{i}")
     search.on_trial_result("t0", _final(0.5, final=False))
-    search.on_trial_result("t0", _final(0.8, epoch=2, artifact="artifacts/trial-x"))
+    search.on_trial_result("t0", _final(0.8, epoch=2))
     # Ray repeats the last result, as a fresh dict, when the trial completes
-    search.on_trial_complete("t0", _final(0.8, epoch=2, artifact="artifacts/trial-x"))
+    search.on_trial_complete("t0", _final(0.8, epoch=2))
     search.on_trial_complete("t1", _final(math.nan))
     search.on_trial_result("t2", _final(0.6, final=False))
     search.on_trial_complete("t2", _final(0.6, final=False))  # stopped by a scheduler
@@ -68,6 +71,8 @@ def test_trial_outcomes_map_to_optuna_states(searcher):
     (ok,) = by_status["ok"]
     assert ok.state == TrialState.COMPLETE and ok.values == [0.8, 896.0]
     assert ok.user_attrs[records.ATTR_ARTIFACT] == "artifacts/trial-x"
+    assert ok.user_attrs[records.ATTR_STORED_BYTES] == 3584
+    assert ok.user_attrs[records.ATTR_ALLOCATION]["by_type"] == {"bias": 1.0}
     assert ok.user_attrs[records.ATTR_TRAIN_SECONDS] == 4.0  # summed over both reports
     assert ok.user_attrs[records.ATTR_METRICS]["accuracy"] == 0.7
     assert ok.user_attrs[records.ATTR_CURVE] == [{"epoch": 1, "score": 0.5},

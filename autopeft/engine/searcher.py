@@ -8,6 +8,7 @@ final report arrived with a finite score, PRUNED when it was stopped before that
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -124,9 +125,9 @@ class BudgetedOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         elif last.get("final") and finite:
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_OK)
-            artifact = last.get("artifact")
-            if artifact:
-                ot_trial.set_user_attr(records.ATTR_ARTIFACT, artifact)
+            ot_trial.set_user_attr(records.ATTR_ARTIFACT, last["artifact"])
+            ot_trial.set_user_attr(records.ATTR_STORED_BYTES, last["stored_bytes"])
+            ot_trial.set_user_attr(records.ATTR_ALLOCATION, json.loads(last["allocation"]))
             self._ot_study.tell(ot_trial, [float(score), float(last["stored_params"])])
         elif last.get("final"):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)

@@ -142,6 +142,19 @@ class Method(ABC):
         return sum(t.numel() for name, t in self.delta_state(model).items()
                    if not is_head_param(name))
 
+    def changed_entries(self, model: nn.Module) -> dict[str, int]:
+        """Backbone tensor → entries this method may change (for the per-layer picture).
+
+        Default: every trainable non-head tensor changes whole (BitFit, full fine-tuning).
+        """
+        return {name: t.numel() for name, t in self.delta_state(model).items()
+                if not is_head_param(name)}
+
+    def stored_bytes(self, model: nn.Module) -> int:
+        """Bytes of the stored delta (no head); sparse methods add their indices."""
+        return sum(t.numel() * t.element_size() for name, t in self.delta_state(model).items()
+                   if not is_head_param(name))
+
     def head_params(self, model: nn.Module) -> int:
         return sum(t.numel() for name, t in self.delta_state(model).items() if is_head_param(name))
 

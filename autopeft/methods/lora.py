@@ -9,6 +9,7 @@ from pathlib import Path
 
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
@@ -46,6 +47,11 @@ class Lora(Method):
     def apply(self, model: nn.Module) -> nn.Module:
         with _peft_quietly():
             return get_peft_model(model, self._peft_config(model))
+
+    def changed_entries(self, model: nn.Module) -> dict[str, int]:
+        """A rank-r update B·A changes every entry of the adapted weight."""
+        return {f"{name}.weight": m.weight.numel()
+                for name, m in model.named_modules() if isinstance(m, LoraLayer)}
 
     def save(self, model: nn.Module, directory: Path) -> None:
         """peft's own layout (adapter_config.json + adapter_model.safetensors)."""

@@ -21,6 +21,7 @@ from autopeft.study import (
     ATTR_METRICS,
     ATTR_STATUS,
     ATTR_STORED,
+    ATTR_STORED_BYTES,
     ATTR_TRAIN_SECONDS,
     ATTR_TRIAL_SECONDS,
     STATUS_INFEASIBLE,
@@ -42,8 +43,9 @@ DEV_PREFIX = "dev_"
 DEV_SCORE = f"{DEV_PREFIX}{SCORE_KEY}"
 
 # Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
-_INT_COLUMNS = ("trial", "stored_params", "head_params", "epochs")
-_LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "head_params", "budget_used", "score"]
+_INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
+_LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "stored_bytes", "head_params",
+                 "budget_used", "score"]
 _TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error"]
 
 
@@ -120,6 +122,7 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         "state": trial_state(trial),
         "method": trial.params.get(METHOD_PARAM, attrs.get(ATTR_METHOD)),
         "stored_params": None if stored is None else int(stored),
+        "stored_bytes": attrs.get(ATTR_STORED_BYTES),
         "head_params": attrs.get(ATTR_HEAD),
         "budget_used": float("nan") if stored is None or budget <= 0 else stored / budget,
         "score": _number(score),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from autopeft.artifacts import save_artifact
 from autopeft.budget import count_params, trainable_line
 from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
+from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
 from autopeft.tasks import get_task
 from autopeft.train.data import SearchData, SplitBatches
@@ -99,6 +101,7 @@ def run_trial(
         on_epoch_end=lambda r: r.epoch < context.epochs and report_epoch(r),
     )
     last = history[-1]
+    allocation = summarize(method.changed_entries(model), backbone_sizes(model))
     artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
     save_artifact(artifact, method, model, {
         "model": context.model.name,
@@ -112,6 +115,8 @@ def run_trial(
         last,
         final=True,
         artifact=f"{ARTIFACTS_SUBDIR}/{artifact.name}",
+        stored_bytes=method.stored_bytes(model),
+        allocation=json.dumps(allocation),  # a string: Ray flattens nested dicts
         trial_seconds=time.perf_counter() - started,
     )
     return {"seconds": time.perf_counter() - started}

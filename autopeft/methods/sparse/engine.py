@@ -100,3 +100,8 @@ def load_sparse(model: nn.Module, directory: Path) -> dict[str, torch.Tensor]:
             attached[name].values.copy_(state[f"{name}.{VALUES}"])
     used = {f"{n}.{part}" for n in names for part in (INDICES, VALUES)}
     return {k: v for k, v in state.items() if k not in used}
+
+
+def changed_entries(model: nn.Module) -> dict[str, int]:
+    """Tensor → selected entries, for every attached delta."""
+    return {name: len(delta.indices) for name, delta in deltas(model).items()}

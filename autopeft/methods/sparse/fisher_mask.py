@@ -69,6 +69,12 @@ class FisherMask(Method):
         """Selected entries once attached; before selection, the exact planned count."""
         return engine.stored_entries(model) if engine.deltas(model) else self.planned(model)
 
+    def stored_bytes(self, model: nn.Module) -> int:
+        return engine.stored_bytes(model)
+
+    def changed_entries(self, model: nn.Module) -> dict[str, int]:
+        return engine.changed_entries(model)
+
     def save(self, model: nn.Module, directory: Path) -> None:
         head = {k: v for k, v in self.delta_state(model).items() if is_head_param(k)}
         engine.save_sparse(model, directory, extra=head)

@@ -1,0 +1,78 @@
+"""Where a trained configuration changed the backbone: changed entries per layer and module type.
+
+The diff pruning paper's per-layer picture: which layers and which kinds of module a task
+needed. Each method reports `changed_entries` (backbone tensor → entries it may change); this module
+divides by the backbone's sizes per group.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from autopeft.methods.targets import is_head_param
+
+_LAYER = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
+_PREFIXES = ("base_model.model.",)
+_TYPES = (
+    # (type, pattern on the normalised tensor name); first match wins
+    ("bias", re.compile(r"\.bias$")),
+    ("layernorm", re.compile(r"(LayerNorm|layer_norm|ln_\w+|norm)\.weight$", re.IGNORECASE)),
+    ("embeddings", re.compile(r"(embeddings|embed_tokens|wte|wpe)\.")),
+    ("attn_q", re.compile(r"(query|q_lin|q_proj|query_proj)\.weight$")),
+    ("attn_k", re.compile(r"(key|k_lin|k_proj|key_proj)\.weight$")),
+    ("attn_v", re.compile(r"(value|v_lin|v_proj|value_proj)\.weight$")),
+    ("attn_qkv", re.compile(r"c_attn\.weight$")),
+    ("attn_o", re.compile(r"(attention\.output\.dense|out_lin|o_proj|attn\.c_proj)\.weight$")),
+    ("ffn_in", re.compile(r"(intermediate\.dense|lin1|up_proj|gate_proj|c_fc)\.weight$")),
+    ("ffn_out", re.compile(r"(output\.dense|lin2|down_proj|mlp\.c_proj)\.weight$")),
+)
+
+
+def normalise(name: str) -> str:
+    """Backbone tensor name without wrapper prefixes/parametrization paths."""
+    for prefix in _PREFIXES:
+        name = name.removeprefix(prefix)
+    name = name.replace(".parametrizations.", ".").replace(".original", "")
+    return name.replace(".base_layer.", ".")
+
+
+def module_type(name: str) -> str:
+    for kind, pattern in _TYPES:
+        if pattern.search(name):
+            return kind
+    return "other"
+
+
+def layer_of(name: str) -> str:
+    match = _LAYER.search(name)
+    if match:
+        return match.group(1)
+    return "embeddings" if "embed" in name else "other"
+
+
+def backbone_sizes(model: nn.Module) -> dict[str, int]:
+    """Every backbone tensor (normalised name → entries), the denominators of the picture."""
+    return {normalise(n): p.numel() for n, p in model.named_parameters()
+            if not is_head_param(n) and _is_backbone(n)}
+
+
+def _is_backbone(name: str) -> bool:
+    """Pretrained tensors only: not LoRA factors nor values of a parametrization."""
+    if "lora_" in name:
+        return False
+    return ".parametrizations." not in name or name.endswith(".original")
+
+
+def summarize(changed: dict[str, int], sizes: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Fraction of the backbone's entries changed, by layer and by module type."""
+    changed = {normalise(n): c for n, c in changed.items()}
+    out: dict[str, dict[str, list[int]]] = {"by_layer": {}, "by_type": {}}
+    for name, total in sizes.items():
+        count = changed.get(name, 0)
+        for key, group in (("by_layer", layer_of(name)), ("by_type", module_type(name))):
+            acc = out[key].setdefault(group, [0, 0])
+            acc[0] += count
+            acc[1] += total
+    return {key: {g: c / t for g, (c, t) in groups.items() if t} for key, groups in out.items()}
