@@ -72,7 +72,7 @@ def fit(
     loader = train_loader(train, tokenizer, settings.batch_size, settings.seed)
     total_steps = max(1, settings.epochs * len(loader))
     method.start(model, total_steps)
-    optimizer, scheduler, trainable = _optimizer(
+    optimizer, scheduler, trainable = build_optimizer(
         model, method, settings, total_steps, math.ceil(settings.warmup_ratio * total_steps)
     )
     history, step = [], 0
@@ -92,7 +92,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if method.after_step(model, step):  # new trainable tensors: fresh optimizer
-                optimizer, scheduler, trainable = _optimizer(
+                optimizer, scheduler, trainable = build_optimizer(
                     model, method, settings, total_steps - step, warmup_steps=0
                 )
             losses.append(loss.item())
@@ -112,7 +112,7 @@ def fit(
     return history
 
 
-def _optimizer(model, method: Method, settings: LoopSettings, steps: int, warmup_steps: int):
+def build_optimizer(model, method: Method, settings: LoopSettings, steps: int, warmup_steps: int):
     """AdamW over the method's parameter groups (a group may set its own lr), linear schedule."""
     optimizer = torch.optim.AdamW(
         method.parameter_groups(model, settings.weight_decay), lr=settings.learning_rate
