@@ -7,10 +7,11 @@ from autopeft.methods.base import Method
 from autopeft.methods.bitfit import BitFit
 from autopeft.methods.full import FullFineTuning
 from autopeft.methods.lora import Lora
+from autopeft.methods.sparse.diff_pruning import DiffPruning
 from autopeft.methods.sparse.fisher_mask import ChildTuningD, Fish
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (FullFineTuning, BitFit, Lora, Fish, ChildTuningD)
+    cls.name: cls for cls in (FullFineTuning, BitFit, Lora, Fish, ChildTuningD, DiffPruning)
 }
 
 
