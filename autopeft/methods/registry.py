@@ -7,11 +7,17 @@ from autopeft.methods.base import Method
 from autopeft.methods.bitfit import BitFit
 from autopeft.methods.full import FullFineTuning
 from autopeft.methods.lora import Lora
+from autopeft.methods.sparse.bias_pruning import SBitFit, UBitFit
 from autopeft.methods.sparse.diff_pruning import DiffPruning
 from autopeft.methods.sparse.fisher_mask import ChildTuningD, Fish
+from autopeft.methods.sparse.threshold_mask import ThresholdMasking
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (FullFineTuning, BitFit, Lora, Fish, ChildTuningD, DiffPruning)
+    cls.name: cls
+    for cls in (
+        FullFineTuning, BitFit, Lora,
+        DiffPruning, Fish, ChildTuningD, UBitFit, SBitFit, ThresholdMasking,
+    )
 }
 
 

@@ -115,6 +115,7 @@ def run_trial(
         last,
         final=True,
         artifact=f"{ARTIFACTS_SUBDIR}/{artifact.name}",
+        stored_params=method.stored_params(model),  # exact after training (may shrink below cap)
         stored_bytes=method.stored_bytes(model),
         allocation=json.dumps(allocation),  # a string: Ray flattens nested dicts
         trial_seconds=time.perf_counter() - started,

@@ -36,8 +36,8 @@ from autopeft.methods.base import (
     unfreeze_head,
 )
 from autopeft.methods.sparse import engine
+from autopeft.methods.sparse.base import SparseDeltaMethod
 from autopeft.methods.sparse.fisher import density_count, top_k
-from autopeft.methods.sparse.fisher_mask import FisherMask
 from autopeft.methods.targets import is_head_param
 
 WARMUP_BATCH_SIZE = 16  # a scoring run, not the real training: small batches, more steps per pass
@@ -152,9 +152,8 @@ class BiasPruning(Method):
         """Make the chosen (already restored) biases trainable, within `planned(model)`."""
 
 
-class UBitFit(BiasPruning, FisherMask):
-    """Exactly k entries through the engine; stored_params, save and load are FisherMask's
-    (engine deltas + head), since both are 'score, keep top-k, train through the engine'."""
+class UBitFit(BiasPruning, SparseDeltaMethod):
+    """Exactly k entries, trained, counted and saved through the sparse-update engine."""
 
     name = "u_bitfit"
     summary = "U-BitFit: train the top-k bias entries by warm-up |gradient × change| (sparse)"

@@ -27,7 +27,6 @@ from torch.nn.utils import parametrize
 
 from autopeft.errors import AutoPeftError
 from autopeft.methods.base import (
-    Method,
     MethodConfig,
     freeze,
     knob,
@@ -35,8 +34,8 @@ from autopeft.methods.base import (
     unfreeze_head,
 )
 from autopeft.methods.sparse import engine, l0
+from autopeft.methods.sparse.base import SparseDeltaMethod
 from autopeft.methods.sparse.fisher import density_count, top_k
-from autopeft.methods.targets import is_head_param
 
 
 @dataclass
@@ -132,7 +131,7 @@ def backbone_size(model: nn.Module) -> int:
     return sum(p.numel() for p in engine.backbone_tensors(model).values() if id(p) not in added)
 
 
-class DiffPruning(Method):
+class DiffPruning(SparseDeltaMethod):
     name = "diff_pruning"
     summary = "Diff pruning: L0-regularised diff vector, projected to its top-k entries"
     config_class = DiffPruningConfig
@@ -149,10 +148,6 @@ class DiffPruning(Method):
 
     def planned(self, model: nn.Module) -> int:
         return density_count(self.config.density, backbone_size(model))
-
-    def stored_params(self, model: nn.Module) -> int:
-        """Projected entries once attached; before the projection, the exact planned count."""
-        return engine.stored_entries(model) if engine.deltas(model) else self.planned(model)
 
     # --- training ----------------------------------------------------------------------
     def start(self, model: nn.Module, total_steps: int) -> None:
@@ -218,21 +213,12 @@ class DiffPruning(Method):
     def save(self, model: nn.Module, directory: Path) -> None:
         """Always the sparse delta: before the switch, the projection of the current δ, written
         without changing the model (so training can go on)."""
-        head = {k: v.detach().cpu().contiguous() for k, v in self.delta_state(model).items()
-                if is_head_param(k)}
         if not l0_deltas(model):
-            engine.save_sparse(model, directory, extra=head)
+            super().save(model, directory)
             return
-        state = dict(head)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head_state(model).items()}
         for name, (indices, values) in self.projection(model).items():
             state[f"{name}.{engine.INDICES}"] = indices.cpu().contiguous()
             state[f"{name}.{engine.VALUES}"] = values.cpu().contiguous()
         save_file(state, str(directory / engine.SPARSE_FILE))
 
-    def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        """The backbone with the saved sparse delta and head (no L0 parametrizations)."""
-        freeze(model)
-        unfreeze_head(model)
-        dense = engine.load_sparse(model, directory)
-        model.load_state_dict(dense, strict=False)
-        return model

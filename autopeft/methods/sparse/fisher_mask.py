@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import nn
 
 from autopeft.budget import count_params
-from autopeft.methods.base import (
-    BatchSource,
-    Method,
-    MethodConfig,
-    freeze,
-    knob,
-    learning_rate_knob,
-    unfreeze_head,
-)
+from autopeft.methods.base import BatchSource, MethodConfig, knob, learning_rate_knob
 from autopeft.methods.sparse import engine
+from autopeft.methods.sparse.base import SparseDeltaMethod
 from autopeft.methods.sparse.fisher import density_count, empirical_fisher, top_k
 from autopeft.methods.targets import is_head_param
 
@@ -42,15 +34,10 @@ class ChildTuningDConfig(FisherMaskConfig):
     fisher_samples: int = knob(1024, "training examples used to estimate the Fisher", minimum=1)
 
 
-class FisherMask(Method):
+class FisherMask(SparseDeltaMethod):
     """Shared implementation; subclasses set the name and how the Fisher is batched."""
 
     fisher_batch_size = 1
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        freeze(model)
-        unfreeze_head(model)
-        return model
 
     def planned(self, model: nn.Module) -> int:
         backbone = count_params(model) - sum(
@@ -64,26 +51,6 @@ class FisherMask(Method):
         )
         scores = empirical_fisher(model, batches)
         engine.attach(model, top_k(scores, self.planned(model)))
-
-    def stored_params(self, model: nn.Module) -> int:
-        """Selected entries once attached; before selection, the exact planned count."""
-        return engine.stored_entries(model) if engine.deltas(model) else self.planned(model)
-
-    def stored_bytes(self, model: nn.Module) -> int:
-        return engine.stored_bytes(model)
-
-    def changed_entries(self, model: nn.Module) -> dict[str, int]:
-        return engine.changed_entries(model)
-
-    def save(self, model: nn.Module, directory: Path) -> None:
-        head = {k: v for k, v in self.delta_state(model).items() if is_head_param(k)}
-        engine.save_sparse(model, directory, extra=head)
-
-    def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        model = self.apply(model)
-        dense = engine.load_sparse(model, directory)
-        model.load_state_dict(dense, strict=False)
-        return model
 
 
 class Fish(FisherMask):
