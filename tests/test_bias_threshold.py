@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.artifacts import load_artifact, save_artifact
 from autopeft.methods import build_method
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.bias_pruning import (
@@ -18,6 +17,7 @@ from autopeft.methods.sparse.bias_pruning import (
 from autopeft.methods.sparse.threshold_mask import ScoreMask
 from autopeft.models import load_model, load_tokenizer, resolve_model
 from autopeft.sizing import Sizer
+from tests.roundtrip import assert_artifact_roundtrip
 from tests.test_methods import _batch, _train
 from tests.test_sparse import ListSource
 
@@ -31,16 +31,7 @@ def _effective(model, tensor_name):
 
 def _assert_roundtrip(tmp_path, tiny_bert, method, model, tokenizer):
     inputs = {k: v for k, v in _batch(tokenizer).items() if k != "labels"}
-    model.eval()
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    path = save_artifact(tmp_path / "a", method, model, {
-        "model": str(tiny_bert), "task": "mrpc", "num_labels": 2})
-    loaded, _ = load_artifact(path)
-    loaded.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=0, atol=0)
-    return loaded
+    return assert_artifact_roundtrip(tmp_path, tiny_bert, method, model, inputs)
 
 
 def test_warmup_score_is_gradient_times_change_and_leaves_the_model_untouched(tiny_bert):

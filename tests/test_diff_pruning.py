@@ -16,6 +16,7 @@ from autopeft.sizing import Sizer
 from autopeft.tasks import get_task, load_task_data
 from autopeft.train.data import tokenize_frame
 from autopeft.train.loop import LoopSettings, fit
+from tests.roundtrip import assert_artifact_roundtrip
 
 TINY_BACKBONE = 2_041_152  # parameters of the tiny BERT without its head
 SAMPLES = 20_000
@@ -130,15 +131,7 @@ def test_training_crosses_the_switch_and_roundtrips(tiny_bert, mrpc_dir, tmp_pat
         assert torch.equal(effective[untouched], original.detach().flatten()[untouched]), name
 
     inputs = {k: v for k, v in _batch(tokenizer, split).items() if k != "labels"}
-    model.eval()
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    path = save_artifact(tmp_path / "a", method, model, {
-        "model": str(tiny_bert), "task": "mrpc", "num_labels": 2})
-    loaded, _ = load_artifact(path)
-    loaded.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=0, atol=0)
+    loaded = assert_artifact_roundtrip(tmp_path, tiny_bert, method, model, inputs)
     assert engine.stored_entries(loaded) == planned
 
 

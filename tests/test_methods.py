@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.artifacts import load_artifact, read_description, save_artifact
+from autopeft.artifacts import read_description
 from autopeft.errors import AutoPeftError
 from autopeft.methods import METHODS, build_method, parse_method_list
 from autopeft.models import load_model, load_tokenizer, resolve_model
+from tests.roundtrip import assert_artifact_roundtrip
 
 TEXTS = ["good movie", "great film", "bad movie", "awful film",
          "good show", "terrible show", "great story", "bad story"]
@@ -57,18 +58,8 @@ def test_training_changes_only_the_delta_and_roundtrips_through_the_artifact(
     assert changed and changed <= trainable  # frozen weights bit-identical (weight decay incl.)
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    model.eval()
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    artifact = save_artifact(tmp_path / "a", method, model, {
-        "model": str(tiny_bert), "task": "mrpc", "num_labels": 2,
-        "stored_params": method.stored_params(model),
-    })
-    assert read_description(artifact)["method"] == name
-    loaded, description = load_artifact(artifact)
-    loaded.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**inputs).logits, expected)
+    assert_artifact_roundtrip(tmp_path, tiny_bert, method, model, inputs)
+    description = read_description(tmp_path / "artifact")
     assert description["knobs"]["learning_rate"] == method.config.learning_rate
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.artifacts import load_artifact, save_artifact
 from autopeft.methods import build_method
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import empirical_fisher, top_k
 from autopeft.models import load_model, load_tokenizer, resolve_model
 from autopeft.sizing import Sizer
+from tests.roundtrip import assert_artifact_roundtrip
 from tests.test_methods import TEXTS, _batch, _train
 
 
@@ -83,15 +83,7 @@ def test_fisher_masks_select_top_k_train_only_them_and_roundtrip(tiny_bert, tmp_
     assert any((d.values != 0).any() for d in engine.deltas(model).values())
 
     inputs = {k: v for k, v in _batch(tokenizer).items() if k != "labels"}
-    model.eval()
-    with torch.no_grad():
-        expected = model(**inputs).logits
-    path = save_artifact(tmp_path / "a", method, model, {
-        "model": str(tiny_bert), "task": "mrpc", "num_labels": 2})
-    loaded, _ = load_artifact(path)
-    loaded.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=0, atol=0)
+    loaded = assert_artifact_roundtrip(tmp_path, tiny_bert, method, model, inputs)
     assert engine.stored_bytes(loaded) == planned * (4 + 8)
 
 

@@ -85,15 +85,7 @@ class L0Delta(nn.Module):
 
 def l0_deltas(model: nn.Module) -> dict[str, L0Delta]:
     """Attached L0 parametrizations by the name of the tensor they change."""
-    out = {}
-    for module_name, module in model.named_modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for attr, plist in module.parametrizations.items():
-            for p in plist:
-                if isinstance(p, L0Delta):
-                    out[f"{module_name}.{attr}" if module_name else attr] = p
-    return out
+    return engine.parametrizations_of(model, L0Delta)
 
 
 def attach_l0(model: nn.Module, alpha_init: float, structured: bool) -> None:

@@ -56,17 +56,22 @@ def attach(model: nn.Module, selection: dict[str, torch.Tensor]) -> None:
         parametrize.register_parametrization(module, attr, SparseDelta(indices), unsafe=True)
 
 
-def deltas(model: nn.Module) -> dict[str, SparseDelta]:
-    """Attached deltas by the name of the tensor they change."""
+def parametrizations_of(model: nn.Module, kind: type[nn.Module]) -> dict[str, nn.Module]:
+    """Attached parametrizations of one kind, by the name of the tensor they change."""
     out = {}
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
             continue
         for attr, plist in module.parametrizations.items():
             for p in plist:
-                if isinstance(p, SparseDelta):
+                if isinstance(p, kind):
                     out[f"{module_name}.{attr}" if module_name else attr] = p
     return out
+
+
+def deltas(model: nn.Module) -> dict[str, SparseDelta]:
+    """Attached sparse deltas by the name of the tensor they change."""
+    return parametrizations_of(model, SparseDelta)
 
 
 def stored_entries(model: nn.Module) -> int:
