@@ -87,8 +87,7 @@ def _mrpc(tiny_bert, mrpc_dir, rows):
 
 
 def _effective(model, name):
-    module, _, attr = name.rpartition(".")
-    return getattr(model.get_submodule(module), attr).detach()
+    return engine.effective(model, name)
 
 
 @pytest.mark.parametrize("structured", [False, True])
