@@ -62,8 +62,6 @@ def _is_backbone(name: str) -> bool:
     """Pretrained tensors only: not LoRA factors nor values of a parametrization."""
     if "lora_" in name:
         return False
-    if ".sparse_delta." in name:
-        return False
     return ".parametrizations." not in name or name.endswith(".original")
 
 

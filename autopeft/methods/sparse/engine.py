@@ -1,16 +1,10 @@
 """The sparse-update engine: train k chosen entries of frozen tensors, store (index, value) pairs.
 
+Each selected tensor W gets a parametrization W ↦ W + scatter(values at fixed flat indices).
 Only `values` (k numbers) is a trainable tensor, so gradients and optimizer state are O(k); the
 original W is never updated, so masked-out weights stay bit-identical to the backbone (weight
-decay included). Two ways to apply a delta, same stored form:
-
-* `nn.Linear` weights: a forward hook adds y[..., r] += x[..., c]·v for each selected (r, c),
-  so backward never forms the dense weight gradient (what makes a parametrization as slow as
-  full fine-tuning);
-* any other tensor (embeddings, LayerNorm, biases): a parametrization W ↦ W + scatter(values).
-
-Written by hand: peft has no fixed-index sparse delta, and torch's sparse tensors do not
-support training a fixed pattern through `nn.Linear`.
+decay included). Written by hand: peft has no fixed-index sparse delta, and torch's sparse
+tensors do not support training a fixed pattern through `nn.Linear`.
 """
 
 from __future__ import annotations
@@ -41,26 +35,6 @@ class SparseDelta(nn.Module):
         return flat.view_as(original)
 
 
-class SparseLinearDelta(SparseDelta):
-    """The same delta on an `nn.Linear` weight, applied to the layer's output (see module doc)."""
-
-    def __init__(self, indices: torch.Tensor, in_features: int):
-        super().__init__(indices)
-        self.register_buffer("rows", self.indices // in_features, persistent=False)
-        self.register_buffer("cols", self.indices % in_features, persistent=False)
-
-    def contribution(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        products = x[..., self.cols] * self.values.to(x.dtype)
-        return output.index_add(-1, self.rows, products.to(output.dtype))
-
-
-LINEAR_DELTA = "sparse_delta"  # submodule name of a SparseLinearDelta on its nn.Linear
-
-
-def _add_linear_delta(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-    return getattr(module, LINEAR_DELTA).contribution(_inputs[0], output)
-
-
 def backbone_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
     """Every non-head parameter, each shared tensor once: the candidates for sparse updates."""
     seen, out = set(), {}
@@ -79,11 +53,7 @@ def attach(model: nn.Module, selection: dict[str, torch.Tensor]) -> None:
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         getattr(module, attr).requires_grad_(False)
-        if isinstance(module, nn.Linear) and attr == "weight":
-            module.add_module(LINEAR_DELTA, SparseLinearDelta(indices, module.in_features))
-            module.register_forward_hook(_add_linear_delta)
-        else:
-            parametrize.register_parametrization(module, attr, SparseDelta(indices), unsafe=True)
+        parametrize.register_parametrization(module, attr, SparseDelta(indices), unsafe=True)
 
 
 def parametrizations_of(model: nn.Module, kind: type[nn.Module]) -> dict[str, nn.Module]:
@@ -100,31 +70,8 @@ def parametrizations_of(model: nn.Module, kind: type[nn.Module]) -> dict[str, nn
 
 
 def deltas(model: nn.Module) -> dict[str, SparseDelta]:
-    """Attached sparse deltas (both kinds) by the name of the tensor they change."""
-    out = parametrizations_of(model, SparseDelta)
-    for module_name, module in model.named_modules():
-        if isinstance(module, SparseLinearDelta):
-            out[f"{module_name.rpartition('.')[0]}.weight"] = module
-    return out
-
-
-def original(model: nn.Module, name: str) -> torch.Tensor:
-    """The backbone tensor as loaded (never changed by training)."""
-    module_name, _, attr = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    if parametrize.is_parametrized(module, attr):
-        return getattr(module.parametrizations, attr).original
-    return getattr(module, attr)
-
-
-def effective(model: nn.Module, name: str) -> torch.Tensor:
-    """The tensor the model computes with: the original plus its sparse delta, if any."""
-    base = original(model, name)
-    delta = deltas(model).get(name)
-    if delta is None:
-        return base.detach()
-    flat = base.detach().flatten().index_add(0, delta.indices, delta.values.detach().to(base.dtype))
-    return flat.view_as(base)
+    """Attached sparse deltas by the name of the tensor they change."""
+    return parametrizations_of(model, SparseDelta)
 
 
 def stored_entries(model: nn.Module) -> int:
