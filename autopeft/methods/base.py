@@ -12,7 +12,6 @@ masks, rank reallocation or phase switches of later methods plug in.
 from __future__ import annotations
 
 import dataclasses
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -227,9 +226,6 @@ class Method(ABC):
             )
         model.load_state_dict(state, strict=False)
         return model
-
-    def describe(self) -> str:
-        return json.dumps(dataclasses.asdict(self.config), sort_keys=True)
 
 
 def freeze(model: nn.Module) -> None:
