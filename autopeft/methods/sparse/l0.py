@@ -52,10 +52,7 @@ def sample_mask(
     high: float = HIGH,
 ) -> torch.Tensor:
     """z_i, or z_i · z^g when structured; shaped like `alpha`."""
-    z = sample_gate(alpha, low, high)
-    if group_alpha is None:
-        return z
-    return z * sample_gate(group_alpha, low, high)
+    return _gated(sample_gate, alpha, group_alpha, low, high)
 
 
 def deterministic_mask(
@@ -65,10 +62,12 @@ def deterministic_mask(
     high: float = HIGH,
 ) -> torch.Tensor:
     """The test-time mask, plain or structured; shaped like `alpha`."""
-    z = deterministic_gate(alpha, low, high)
-    if group_alpha is None:
-        return z
-    return z * deterministic_gate(group_alpha, low, high)
+    return _gated(deterministic_gate, alpha, group_alpha, low, high)
+
+
+def _gated(gate, alpha, group_alpha, low, high) -> torch.Tensor:
+    z = gate(alpha, low, high)
+    return z if group_alpha is None else z * gate(group_alpha, low, high)
 
 
 def expected_l0(
