@@ -86,11 +86,6 @@ def _mrpc(tiny_bert, mrpc_dir, rows):
     return task, source, tokenizer, tokenize_frame(frame, task.text_columns, tokenizer)
 
 
-def _effective(model, name):
-    module, _, attr = name.rpartition(".")
-    return getattr(model.get_submodule(module), attr).detach()
-
-
 @pytest.mark.parametrize("structured", [False, True])
 def test_training_crosses_the_switch_and_roundtrips(tiny_bert, mrpc_dir, tmp_path, structured):
     task, source, tokenizer, split = _mrpc(tiny_bert, mrpc_dir, rows=24)
@@ -124,7 +119,7 @@ def test_training_crosses_the_switch_and_roundtrips(tiny_bert, mrpc_dir, tmp_pat
 
     reference = load_model(source, num_labels=2, seed=3)
     for name, original in engine.backbone_tensors(reference).items():
-        effective = _effective(model, name).flatten()
+        effective = engine.effective(model, name).flatten()
         untouched = torch.ones_like(effective, dtype=torch.bool)
         if name in sparse:
             untouched[sparse[name].indices] = False

@@ -69,13 +69,11 @@ def test_fisher_masks_select_top_k_train_only_them_and_roundtrip(tiny_bert, tmp_
     for tensor_name, indices in selection.items():
         assert (scores[tensor_name].flatten()[indices] >= threshold).all()
 
-    originals = {n: dict(model.named_parameters())[f"{n.rpartition('.')[0]}.parametrizations."
-                                                  f"{n.rpartition('.')[2]}.original"].clone()
-                 for n in selection}
+    originals = {n: engine.original(reference, n).detach().clone() for n in selection}
     _train(model, method, _batch(tokenizer), lr=1e-2, steps=3)
     for tensor_name, indices in selection.items():
-        module, _, attr = tensor_name.rpartition(".")
-        effective = getattr(model.get_submodule(module), attr).detach().flatten()
+        assert torch.equal(engine.original(model, tensor_name), originals[tensor_name])
+        effective = engine.effective(model, tensor_name).flatten()
         before = originals[tensor_name].flatten()
         untouched = torch.ones_like(before, dtype=torch.bool)
         untouched[indices] = False
@@ -109,3 +107,32 @@ def test_child_tuning_f_keeps_the_gradient_in_expectation(tiny_bert):
     # unbiased: E[mask/p · g] = g; with 400 draws the error is ~ sqrt((1-p)/p/400) ≈ 0.08·|g|
     assert torch.corrcoef(torch.stack([mean, target]))[0, 1] > 0.98
     assert (mean - target).abs().mean() < 0.1 * target.abs().mean() + 0.02
+
+
+@pytest.mark.parametrize(("indices", "block_path"), [
+    (torch.tensor([1, 7, 13, 19, 25, 31, 37]), True),  # one input column (1), 7 output rows
+    (torch.tensor([0, 7, 14, 21, 28, 35]), False),  # a diagonal: 6 rows × 6 columns, dense block
+])
+def test_linear_deltas_compute_weight_plus_delta_on_either_path(indices, block_path):
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(6, 8))
+    x = torch.randn(3, 5, 6)
+    values = torch.randn(len(indices))
+    dense = layer[0].weight.detach().clone().flatten()
+    dense[indices] += values
+    expected = x @ dense.view(8, 6).T + layer[0].bias.detach()
+
+    # the bias first: its parametrization wraps the class, the weight must still get its path
+    engine.attach(layer, {"0.bias": torch.tensor([2]), "0.weight": indices})
+    delta = engine.deltas(layer)["0.weight"]
+    assert isinstance(delta, engine.SparseLinearDelta) == block_path
+    with torch.no_grad():
+        delta.values.copy_(values)
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(engine.effective(layer, "0.weight"), dense.view(8, 6))
+
+    layer(x).pow(2).sum().backward()
+    reference = dense.view(8, 6).clone().requires_grad_(True)
+    (x @ reference.T + layer[0].bias.detach()).pow(2).sum().backward()
+    torch.testing.assert_close(delta.values.grad, reference.grad.flatten()[indices])
+    assert engine.original(layer, "0.weight").grad is None  # no dense weight gradient stored

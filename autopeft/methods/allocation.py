@@ -11,6 +11,7 @@ import re
 
 from torch import nn
 
+from autopeft.methods.sparse.engine import LINEAR_DELTA
 from autopeft.methods.targets import is_head_param
 
 _LAYER = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
@@ -60,7 +61,7 @@ def backbone_sizes(model: nn.Module) -> dict[str, int]:
 
 def _is_backbone(name: str) -> bool:
     """Pretrained tensors only: not LoRA factors nor values of a parametrization."""
-    if "lora_" in name:
+    if "lora_" in name or f".{LINEAR_DELTA}." in name:
         return False
     return ".parametrizations." not in name or name.endswith(".original")
 
