@@ -12,7 +12,7 @@ from rich.console import Console
 
 from autopeft import study as records
 from autopeft.budget import parse_budget
-from autopeft.errors import AutoPeftError
+from autopeft.errors import AutoPeftError, MethodNotApplicable
 from autopeft.methods import METHODS, get_method_class, parse_method_list
 from autopeft.models import load_tokenizer, resolve_model
 from autopeft.report import build_report, pareto_frame
@@ -252,11 +252,15 @@ def _smallest_variants(space: SearchSpace, method: str) -> list[dict[str, Any]]:
 
 def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
                       ) -> tuple[SearchSpace, dict[str, str]]:
-    """Drop methods that cannot fit the budget at all, saying why."""
+    """Drop methods that cannot fit the budget at all or cannot apply to the model, saying why."""
     keep, skipped = [], {}
     for method in space.methods:
-        smallest = min(sizer.measure(method, v).stored_params
-                       for v in _smallest_variants(space, method))
+        try:
+            smallest = min(sizer.measure(method, v).stored_params
+                           for v in _smallest_variants(space, method))
+        except MethodNotApplicable as exc:
+            skipped[method] = str(exc)
+            continue
         if smallest <= budget:
             keep.append(method)
         else:

@@ -3,3 +3,7 @@
 
 class AutoPeftError(Exception):
     """Bad input or an unusable environment, explained in one line for the user."""
+
+
+class MethodNotApplicable(AutoPeftError):
+    """A method cannot be applied to this architecture; the search skips it, saying why."""

@@ -25,3 +25,19 @@ def tiny_bert(tmp_path_factory) -> Path:
 def mrpc_dir() -> Path:
     assert (MRPC_DIR / "train.tsv").exists(), f"MRPC files missing at {MRPC_DIR}"
     return MRPC_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Architecture name → directory of a tiny random checkpoint (built once, on first use)."""
+    from autopeft.testing import build_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(architecture: str) -> Path:
+        if architecture not in built:
+            built[architecture] = build_tiny_model(
+                architecture, tmp_path_factory.mktemp(f"tiny-{architecture}"))
+        return built[architecture]
+
+    return get

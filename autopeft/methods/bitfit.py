@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from autopeft.errors import MethodNotApplicable
 from autopeft.methods.base import Method, MethodConfig, freeze, learning_rate_knob, unfreeze_head
+from autopeft.methods.targets import is_head_param, model_type
 
 
 @dataclass
@@ -21,8 +23,12 @@ class BitFit(Method):
 
     def apply(self, model: nn.Module) -> nn.Module:
         freeze(model)
-        for name, param in model.named_parameters():
-            if name.endswith(".bias"):
-                param.requires_grad_(True)
+        biases = [p for n, p in model.named_parameters()
+                  if n.endswith(".bias") and not is_head_param(n)]
+        if not biases:
+            raise MethodNotApplicable(
+                f"bitfit: this '{model_type(model)}' model has no bias terms to train")
+        for param in biases:
+            param.requires_grad_(True)
         unfreeze_head(model)
         return model

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
-from autopeft.errors import AutoPeftError
+from autopeft.errors import MethodNotApplicable
 
 # Modules a sequence-classification model adds on top of the backbone (freshly initialised).
 HEAD_MODULES = frozenset({"classifier", "score", "pre_classifier"})
@@ -24,11 +25,26 @@ _BERT_LIKE = {
     "ffn_out": r"layer\.\d+\.output\.dense",
 }
 
+_LLAMA_LIKE = {
+    "attn_q": r"self_attn\.q_proj",
+    "attn_k": r"self_attn\.k_proj",
+    "attn_v": r"self_attn\.v_proj",
+    "attn_o": r"self_attn\.o_proj",
+    "ffn_in": r"mlp\.(gate|up)_proj",
+    "ffn_out": r"mlp\.down_proj",
+}
+
 ROLE_PATTERNS: dict[str, dict[str, str]] = {
     "bert": _BERT_LIKE,
     "roberta": _BERT_LIKE,
     "xlm-roberta": _BERT_LIKE,
     "electra": _BERT_LIKE,
+    "deberta-v2": {
+        **_BERT_LIKE,
+        "attn_q": r"attention\.self\.query_proj",
+        "attn_k": r"attention\.self\.key_proj",
+        "attn_v": r"attention\.self\.value_proj",
+    },
     "distilbert": {
         "attn_q": r"attention\.q_lin",
         "attn_k": r"attention\.k_lin",
@@ -37,7 +53,24 @@ ROLE_PATTERNS: dict[str, dict[str, str]] = {
         "ffn_in": r"ffn\.lin1",
         "ffn_out": r"ffn\.lin2",
     },
+    # GPT-2 fuses q, k and v into one Conv1D: every attention-input role maps to it.
+    "gpt2": {
+        "attn_q": r"attn\.c_attn",
+        "attn_k": r"attn\.c_attn",
+        "attn_v": r"attn\.c_attn",
+        "attn_o": r"attn\.c_proj",
+        "ffn_in": r"mlp\.c_fc",
+        "ffn_out": r"mlp\.c_proj",
+    },
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
 }
+
+# Projection layers roles may resolve to (GPT-2 uses transformers' Conv1D, weight transposed).
+PROJECTION_TYPES = (nn.Linear, Conv1D)
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
 # Named groups of roles, as LoRA's `targets` knob offers them.
 ROLE_SETS = {
@@ -62,16 +95,31 @@ def resolve_roles(model: nn.Module, roles: tuple[str, ...]) -> list[str]:
     patterns = ROLE_PATTERNS.get(kind)
     if patterns is None:
         supported = ", ".join(sorted(ROLE_PATTERNS))
-        raise AutoPeftError(f"model type '{kind}' has no target map yet; supported: {supported}")
+        raise MethodNotApplicable(
+            f"model type '{kind}' has no target map yet; supported: {supported}")
     regex = re.compile(r"(^|\.)(" + "|".join(patterns[r] for r in roles) + r")$")
     names = [
         name
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and regex.search(name) and not is_head_param(name)
+        if isinstance(module, PROJECTION_TYPES) and regex.search(name)
+        and not is_head_param(name)
     ]
     if not names:
-        raise AutoPeftError(f"no modules for roles {roles} found in this '{kind}' model")
+        raise MethodNotApplicable(f"no modules for roles {roles} found in this '{kind}' model")
     return names
+
+
+def layer_index(name: str) -> int | None:
+    """The transformer block a module belongs to (the first number in its name), if any."""
+    match = _LAYER_INDEX.search(f".{name}.")
+    return int(match.group(1)) if match else None
+
+
+def projection_shape(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of an nn.Linear or a GPT-2 Conv1D."""
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return module.in_features, module.out_features
 
 
 def head_module_names(model: nn.Module) -> list[str]:

@@ -1,0 +1,45 @@
+"""Every architecture family the target map knows: roles resolve, and the core methods run."""
+
+from __future__ import annotations
+
+import pytest
+
+from autopeft.errors import MethodNotApplicable
+from autopeft.methods.targets import ROLE_SETS, projection_shape, resolve_roles
+from autopeft.models import build_meta_model, load_model, resolve_model
+from tests.arch_harness import ARCHITECTURES, check_method
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_lora_on_all_projections_learns_counts_exactly_and_roundtrips(tiny_models, tmp_path,
+                                                                      arch):
+    def r_times_in_plus_out(model):
+        base = load_model(resolve_model(str(tiny_models(arch))), num_labels=2)
+        shapes = [projection_shape(base.get_submodule(n))
+                  for n in resolve_roles(base, ROLE_SETS["all"])]
+        return sum(4 * (d_in + d_out) for d_in, d_out in shapes)
+
+    check_method(tiny_models(arch), tmp_path, "lora", {"r": 4, "targets": "all"},
+                 r_times_in_plus_out, lr=5e-3)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_bitfit_learns_and_counts_every_backbone_bias(tiny_models, tmp_path, arch):
+    def biases(model):
+        base = load_model(resolve_model(str(tiny_models(arch))), num_labels=2)
+        return sum(p.numel() for n, p in base.named_parameters()
+                   if n.endswith("bias") and not n.startswith(("classifier", "score",
+                                                                "pre_classifier")))
+
+    if arch == "llama":  # no biases at all: BitFit has nothing to train
+        with pytest.raises(MethodNotApplicable, match="bias"):
+            check_method(tiny_models(arch), tmp_path, "bitfit", {}, biases)
+        return
+    check_method(tiny_models(arch), tmp_path, "bitfit", {}, biases, lr=3e-2)
+
+
+def test_an_unknown_architecture_is_not_applicable_in_one_line(tiny_models):
+    model = build_meta_model(resolve_model(str(tiny_models("bert"))), 2)
+    model.config.model_type = "my-own-arch"
+    with pytest.raises(MethodNotApplicable, match="my-own-arch.*supported: bert"):
+        resolve_roles(model, ROLE_SETS["qv"])
