@@ -231,8 +231,11 @@ def _check_positive(**values: int) -> None:
             raise AutoPeftError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def _smallest_variants(space: SearchSpace, method: str) -> list[dict[str, Any]]:
-    """Candidates with every size knob at its smallest searched value (each enum choice)."""
+def _size_extremes(space: SearchSpace, method: str) -> list[dict[str, Any]]:
+    """Candidates with every size knob at an end of its searched range (each enum choice).
+
+    Both ends, since a larger value may store less (e.g. more dropped adapter layers).
+    """
     ranges = space.methods[method]
     size_knobs = [k for k in get_method_class(method).config_class.knobs() if k.affects_size]
     options = []
@@ -241,13 +244,25 @@ def _smallest_variants(space: SearchSpace, method: str) -> list[dict[str, Any]]:
         if rng is None:
             options.append([knob.default])
         elif rng.choices is not None and knob.type in (int, float):
-            options.append([min(rng.choices)])
+            options.append(sorted({min(rng.choices), max(rng.choices)}))
         elif rng.choices is not None:
             options.append(list(rng.choices))
         else:
-            options.append([rng.type(rng.low)])
+            options.append([rng.type(rng.low), rng.type(rng.high)])
     names = [k.name for k in size_knobs]
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*options)]
+
+
+def _fits(stored: int | None, budget: int) -> bool:
+    return stored is not None and stored <= budget
+
+
+def _stored_or_none(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | None:
+    """The candidate's stored count; None when it cannot apply to this model."""
+    try:
+        return sizer.measure(method, knobs).stored_params
+    except MethodNotApplicable:
+        return None
 
 
 def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
@@ -255,12 +270,14 @@ def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
     """Drop methods that cannot fit the budget at all or cannot apply to the model, saying why."""
     keep, skipped = [], {}
     for method in space.methods:
-        try:
-            smallest = min(sizer.measure(method, v).stored_params
-                           for v in _smallest_variants(space, method))
-        except MethodNotApplicable as exc:
-            skipped[method] = str(exc)
+        sizes = [_stored_or_none(sizer, method, v) for v in _size_extremes(space, method)]
+        if all(size is None for size in sizes):
+            try:  # say why, in the method's own words
+                sizer.measure(method, _size_extremes(space, method)[0])
+            except MethodNotApplicable as exc:
+                skipped[method] = str(exc)
             continue
+        smallest = min(size for size in sizes if size is not None)
         if smallest <= budget:
             keep.append(method)
         else:
@@ -283,9 +300,9 @@ def _enqueue_uncovered_methods(study, space: SearchSpace, sizer: Sizer, budget: 
             continue
         params = space.default_params(method)
         knobs = {k.split(".", 1)[1]: v for k, v in params.items() if "." in k}
-        if sizer.measure(method, knobs).stored_params > budget:
-            fitting = [v for v in _smallest_variants(space, method)
-                       if sizer.measure(method, {**knobs, **v}).stored_params <= budget]
+        if not _fits(_stored_or_none(sizer, method, knobs), budget):
+            fitting = [v for v in _size_extremes(space, method)
+                       if _fits(_stored_or_none(sizer, method, {**knobs, **v}), budget)]
             params.update({param_name(method, k): v for k, v in fitting[0].items()})
         study.enqueue_trial(params, skip_if_exists=True)
 

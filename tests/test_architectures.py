@@ -43,3 +43,21 @@ def test_an_unknown_architecture_is_not_applicable_in_one_line(tiny_models):
     model.config.model_type = "my-own-arch"
     with pytest.raises(MethodNotApplicable, match="my-own-arch.*supported: bert"):
         resolve_roles(model, ROLE_SETS["qv"])
+
+
+def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, tmp_path):
+    from autopeft.api import _feasible_methods
+    from autopeft.sizing import Sizer
+    from autopeft.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("methods: {lora: {r: {choices: [1, 2]}}, bitfit: {}, "
+                    "adapter_houlsby: {bottleneck: {choices: [4]}, "
+                    "drop_layers: {choices: [0, 1]}}}")
+    sizer = Sizer(resolve_model(str(tiny_models("llama"))), num_labels=2)
+    # the budget fits adapters only in the upper block: a larger drop_layers stores less
+    budget = sizer.measure("adapter_houlsby", {"bottleneck": 4, "drop_layers": 1}).stored_params
+    assert budget < sizer.measure("adapter_houlsby", {"bottleneck": 4}).stored_params
+    space, skipped = _feasible_methods(load_space(path), sizer, budget)
+    assert sorted(space.methods) == ["adapter_houlsby", "lora"]
+    assert list(skipped) == ["bitfit"] and "no bias terms" in skipped["bitfit"]

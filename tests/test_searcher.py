@@ -84,3 +84,23 @@ def test_trial_outcomes_map_to_optuna_states(searcher):
     assert "non-finite" in errors[0].user_attrs[records.ATTR_ERROR]
     assert errors[1].user_attrs[records.ATTR_ERROR] == "ValueError: boom"
     assert [t.number for t in search.study.best_trials] == [ok.number]
+
+
+def test_a_candidate_that_cannot_apply_is_rejected_not_fatal(tiny_bert, tmp_path):
+    # the tiny BERT has 2 blocks: dropping adapters from both leaves nothing to train
+    path = tmp_path / "space.yaml"
+    path.write_text("methods: {adapter_houlsby: {bottleneck: {choices: [4]}, "
+                    "drop_layers: {choices: [0, 2]}}}")
+    sizer = Sizer(resolve_model(str(tiny_bert)), num_labels=2)
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
+    search = BudgetedOptunaSearch(load_space(path), sizer, 10**6, "s", storage,
+                                  optuna.samplers.RandomSampler(seed=0))
+    search.set_search_properties(None, None, {})
+    configs = [search.suggest(f"t{i}") for i in range(4)]
+    assert all(c["knobs"]["drop_layers"] == 0 for c in configs)
+    rejected = [t for t in search.study.get_trials()
+                if t.user_attrs.get(records.ATTR_STATUS) == records.STATUS_INFEASIBLE]
+    assert search.infeasible == len(rejected) > 0
+    assert all(t.params["adapter_houlsby.drop_layers"] == 2 and t.state == TrialState.FAIL
+               and "layer" in t.user_attrs[records.ATTR_ERROR] for t in rejected)

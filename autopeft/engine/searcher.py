@@ -19,6 +19,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from autopeft import study as records
+from autopeft.errors import MethodNotApplicable
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace
 from autopeft.train.trial import METRIC_PREFIX
@@ -75,8 +76,12 @@ class BudgetedOptunaSearch(OptunaSearch):
         for _ in range(self._max_rejections):
             ot_trial = self._ot_study.ask()
             candidate = self._space(ot_trial)
-            footprint = self._sizer.measure(candidate["method"], candidate["knobs"])
             ot_trial.set_user_attr(records.ATTR_METHOD, candidate["method"])
+            try:
+                footprint = self._sizer.measure(candidate["method"], candidate["knobs"])
+            except MethodNotApplicable as exc:  # e.g. dropping more layers than the model has
+                self._reject(ot_trial, str(exc))
+                continue
             ot_trial.set_user_attr(records.ATTR_STORED, footprint.stored_params)
             ot_trial.set_user_attr(records.ATTR_HEAD, footprint.head_params)
             ot_trial.set_user_attr(records.ATTR_BUDGET_USED, footprint.stored_params / self._budget)
@@ -84,12 +89,18 @@ class BudgetedOptunaSearch(OptunaSearch):
                 self._ot_trials[trial_id] = ot_trial
                 self._results[trial_id] = []
                 return {**candidate, "trial_number": ot_trial.number}
-            self.infeasible += 1
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_INFEASIBLE)
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            self._reject(ot_trial, f"{footprint.stored_params:,} stored params over the budget "
+                                   f"of {self._budget:,}")
         logger.warning("no feasible candidate in %d proposals; ending the search",
                        self._max_rejections)
         return Searcher.FINISHED
+
+    def _reject(self, ot_trial: optuna.Trial, why: str) -> None:
+        """Record a candidate that is never trained (over budget or not applicable)."""
+        self.infeasible += 1
+        ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_INFEASIBLE)
+        ot_trial.set_user_attr(records.ATTR_ERROR, why)
+        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         results = self._results.get(trial_id)

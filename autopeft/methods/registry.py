@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from autopeft.errors import AutoPeftError
+from autopeft.methods.adapters import HoulsbyAdapter, ParallelAdapter, PfeifferAdapter
 from autopeft.methods.base import Method
 from autopeft.methods.bitfit import BitFit
 from autopeft.methods.full import FullFineTuning
 from autopeft.methods.lora import Lora
+from autopeft.methods.lora_family.adalora import AdaLora
+from autopeft.methods.lora_family.dylora import DyLora
+from autopeft.methods.lora_family.increlora import IncreLora
+from autopeft.methods.lora_family.krona import Krona
+from autopeft.methods.prompts import PrefixTuning, PromptTuning, PTuning
+from autopeft.methods.side import AttentionFusion, LadderSideTuning
 from autopeft.methods.sparse.bias_pruning import SBitFit, UBitFit
 from autopeft.methods.sparse.diff_pruning import DiffPruning
 from autopeft.methods.sparse.fisher_mask import ChildTuningD, Fish
 from autopeft.methods.sparse.threshold_mask import ThresholdMasking
+from autopeft.methods.spt import Spt
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         FullFineTuning, BitFit, Lora,
         DiffPruning, Fish, ChildTuningD, UBitFit, SBitFit, ThresholdMasking,
+        HoulsbyAdapter, PfeifferAdapter, ParallelAdapter,
+        Spt,
+        DyLora, IncreLora, Krona, AdaLora,
+        LadderSideTuning, AttentionFusion,
+        PromptTuning, PrefixTuning, PTuning,
     )
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
 from autopeft.tasks import get_task
 from autopeft.train.data import SearchData, SplitBatches
-from autopeft.train.loop import EpochResult, LoopSettings, fit, pick_device
+from autopeft.train.loop import EpochResult, LoopSettings, evaluate, fit, pick_device
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,14 @@ def run_trial(
         on_epoch_end=lambda r: r.epoch < context.epochs and report_epoch(r),
     )
     last = history[-1]
+    select_rank = getattr(method, "select_rank", None)
+    if select_rank is not None:  # rank-flexible methods (DyLoRA): choose the rank, store only it
+        rank, metrics = select_rank(
+            model,
+            lambda: evaluate(model, data.selection, data.tokenizer, task, settings.eval_batch_size),
+            score=lambda m: m["score"],
+        )
+        last = dataclasses.replace(last, metrics={**metrics, f"{method.name}_rank": rank})
     allocation = summarize(method.changed_entries(model), backbone_sizes(model))
     artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
     save_artifact(artifact, method, model, {

@@ -1,0 +1,1 @@
+"""LoRA variants through Hugging Face `peft`: KronA (via LoKr), AdaLoRA, and relatives."""

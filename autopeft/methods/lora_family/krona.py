@@ -1,0 +1,92 @@
+"""KronA (Edalati et al. 2022) through peft's LoKr: the update of a weight is a Kronecker product.
+
+For a projection W (d_out × d_in) KronA learns ΔW = s · (A ⊗ B) with *full-rank* factors
+A (a1 × a2) and B (b1 × b2), a1·b1 = d_out, a2·b2 = d_in. peft's LoKr is the same update with
+optional low-rank factorisations of A and B; KronA switches both off:
+
+* ``decompose_both=False``: A is always one dense matrix (``lokr_w1``);
+* B is dense (``lokr_w2``) only when LoKr's ``r >= max(b1, b2) / 2``, so ``r`` is set to the
+  largest side of any adapted projection — LoKr then never splits B into ``lokr_w2_a @ lokr_w2_b``.
+  LoKr scales by ``alpha / r``; ``alpha = scale · r`` keeps the KronA scale at ``scale``.
+
+The split of each dimension is peft's ``factorization(d, decompose_factor)``: ``(f, d / f)`` when
+``f`` divides ``d``, otherwise the most balanced pair with the smaller side at most ``f``; ``-1``
+is the most balanced pair (A and B both about √d × √d: the fewest parameters). A stores
+``a1·a2`` values and B ``b1·b2`` per projection, exactly what peft saves (head excluded).
+
+peft's LoKr adapts ``nn.Linear`` (and convolutions) only, not transformers' ``Conv1D``, so GPT-2
+is not applicable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft import LoKrConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lokr import LoKrLayer
+from torch import nn
+
+from autopeft.errors import MethodNotApplicable
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.lora_family.common import peft_quietly, target_modules
+from autopeft.methods.targets import ROLE_SETS, head_module_names, model_type, projection_shape
+
+KRONA_FACTORS = (-1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class KronaConfig(MethodConfig):
+    decompose_factor: int = knob(
+        -1, "Kronecker split of each dimension d into (f, d/f); -1 = most balanced (√d·√d)",
+        choices=KRONA_FACTORS, affects_size=True,
+    )
+    targets: str = knob(
+        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
+        choices=tuple(ROLE_SETS), affects_size=True,
+    )
+    scale: float = knob(1.0, "KronA scale s of the update s·(A ⊗ B)", minimum=0.0)
+    learning_rate: float = learning_rate_knob(2e-3)
+
+
+class Krona(Method):
+    name = "krona"
+    summary = "Kronecker-product updates A ⊗ B with full-rank factors (peft LoKr)"
+    config_class = KronaConfig
+
+    def _peft_config(self, model: nn.Module) -> LoKrConfig:
+        cfg: KronaConfig = self.config
+        names, conv1d = target_modules(model, cfg.targets)
+        if conv1d:
+            raise MethodNotApplicable(
+                f"krona: peft's LoKr adapts nn.Linear only, not the Conv1D projections of "
+                f"'{model_type(model)}'")
+        # LoKr keeps B dense when r >= max(b1, b2) / 2; the widest side is always enough.
+        r = max(max(projection_shape(model.get_submodule(n))) for n in names)
+        return LoKrConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=r,
+            alpha=cfg.scale * r,
+            decompose_both=False,
+            decompose_factor=cfg.decompose_factor,
+            target_modules=names,
+            modules_to_save=head_module_names(model),
+        )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        config = self._peft_config(model)
+        with peft_quietly():
+            return get_peft_model(model, config)
+
+    def changed_entries(self, model: nn.Module) -> dict[str, int]:
+        """A Kronecker product of two dense factors changes every entry of the adapted weight."""
+        return {f"{name}.weight": m.get_base_layer().weight.numel()
+                for name, m in model.named_modules() if isinstance(m, LoKrLayer)}
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """peft's own layout (adapter_config.json + adapter_model.safetensors)."""
+        model.save_pretrained(str(directory))
+
+    def load(self, model: nn.Module, directory: Path) -> nn.Module:
+        with peft_quietly():
+            return PeftModel.from_pretrained(model, str(directory))

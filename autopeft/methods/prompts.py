@@ -1,0 +1,219 @@
+"""The prompt family through Hugging Face `peft`: trainable virtual tokens, the backbone frozen.
+
+- prompt tuning (Lester et al. 2021): soft prompt embeddings prepended to the input;
+- prefix tuning (Li & Liang 2021): key/value prefixes in every attention layer, optionally
+  reparameterised through an MLP while training;
+- P-tuning (Liu et al. 2021): soft prompts produced by an MLP or LSTM prompt encoder.
+
+What a task stores is what peft's `save_pretrained` writes: the final prompt embeddings, computed
+through any reparameterisation encoder, which is therefore not stored. The encoder is trained
+(it is in `delta_state`) but does not count against the budget.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from peft import (
+    PeftModel,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+    TaskType,
+    get_peft_model,
+)
+from peft.config import PromptLearningConfig
+from torch import nn
+
+from autopeft.errors import MethodNotApplicable
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.lora import _peft_quietly
+from autopeft.methods.targets import head_module_names, model_type
+
+
+@dataclass
+class PromptConfig(MethodConfig):
+    num_virtual_tokens: int = knob(20, "virtual tokens prepended (prompt length)", minimum=1,
+                                   affects_size=True)
+
+
+class PromptMethod(Method):
+    """One peft prompt-learning method; subclasses name the peft config and its extra knobs."""
+
+    needs_cache: ClassVar[bool] = False  # prefix tuning injects keys/values through the KV cache
+
+    @abstractmethod
+    def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
+        """The method's peft config for `model` (built on `_common_options`)."""
+
+    def _common_options(self, model: nn.Module) -> dict:
+        config = model.config  # attribute access honours aliases (DistilBERT's `dim`), dicts don't
+        return {
+            "task_type": TaskType.SEQ_CLS,
+            "num_virtual_tokens": self.config.num_virtual_tokens,
+            "token_dim": config.hidden_size,
+            "num_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "modules_to_save": head_module_names(model),
+        }
+
+    def check_applicable(self, model: nn.Module) -> None:
+        if self.needs_cache:
+            _accept_prefix_cache(model)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        self.check_applicable(model)
+        with _peft_quietly():
+            return get_peft_model(model, self._peft_config(model))
+
+    # --- accounting: what `save_pretrained` writes besides the head -------------------------
+    def _stored_shape(self, model: nn.Module) -> tuple[int, int]:
+        """Shape of peft's saved `prompt_embeddings` (from the config peft completed)."""
+        cfg = model.peft_config[model.active_adapter]
+        return cfg.num_virtual_tokens * cfg.num_transformer_submodules, cfg.token_dim
+
+    def stored_params(self, model: nn.Module) -> int:
+        rows, cols = self._stored_shape(model)
+        return rows * cols
+
+    def stored_bytes(self, model: nn.Module) -> int:
+        encoder = model.prompt_encoder[model.active_adapter]
+        return self.stored_params(model) * encoder.embedding.weight.element_size()
+
+    def changed_entries(self, model: nn.Module) -> dict[str, int]:
+        """Virtual tokens change no backbone tensor."""
+        return {}
+
+    # --- artifacts -------------------------------------------------------------------------
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """peft's own layout: adapter_config.json + adapter_model.safetensors.
+
+        peft stores the prompt as the encoder computes it now; computed as in evaluation (eval
+        mode, no autograd: CPU LSTMs take another kernel with autograd on) so that the reloaded
+        model's logits equal the evaluated model's bit for bit.
+        """
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model.save_pretrained(str(directory))
+        finally:
+            model.train(training)
+
+    def load(self, model: nn.Module, directory: Path) -> nn.Module:
+        self.check_applicable(model)
+        with _peft_quietly():
+            return PeftModel.from_pretrained(model, str(directory))
+
+
+@dataclass
+class PromptTuningKnobs(PromptConfig):
+    prompt_init: str = knob("sample_vocab",
+                            "initial prompt: embeddings of random vocabulary tokens, or N(0, 1)",
+                            choices=("sample_vocab", "random"))
+    learning_rate: float = learning_rate_knob(3e-2)
+
+
+class PromptTuning(PromptMethod):
+    name = "prompt_tuning"
+    summary = "soft prompt embeddings prepended to the input (peft)"
+    config_class = PromptTuningKnobs
+
+    def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
+        return PromptTuningConfig(**self._common_options(model),
+                                  prompt_tuning_init=self.config.prompt_init.upper())
+
+
+@dataclass
+class PrefixTuningKnobs(PromptConfig):
+    prefix_projection: bool = knob(
+        False, "train the prefix through an MLP (only its output is stored)")
+    encoder_hidden_size: int = knob(
+        512, "hidden width of the prefix MLP (with prefix_projection)", minimum=1)
+    learning_rate: float = learning_rate_knob(1e-2)
+
+
+class PrefixTuning(PromptMethod):
+    name = "prefix_tuning"
+    summary = "trainable key/value prefixes in every attention layer (peft)"
+    config_class = PrefixTuningKnobs
+    needs_cache = True
+
+    def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
+        return PrefixTuningConfig(**self._common_options(model),
+                                  prefix_projection=self.config.prefix_projection,
+                                  encoder_hidden_size=self.config.encoder_hidden_size)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        model = super().apply(model)
+        _encode_once(model.prompt_encoder[model.active_adapter])
+        return model
+
+    def _stored_shape(self, model: nn.Module) -> tuple[int, int]:
+        """One key and one value vector per layer and virtual token (KV width under GQA)."""
+        cfg = model.peft_config[model.active_adapter]
+        return cfg.num_virtual_tokens, cfg.num_layers * 2 * cfg.token_dim
+
+
+@dataclass
+class PTuningKnobs(PromptConfig):
+    encoder_type: str = knob("MLP", "prompt encoder reparameterising the prompt (not stored)",
+                             choices=("MLP", "LSTM"))
+    encoder_hidden_size: int = knob(128, "hidden width of the prompt encoder", minimum=1)
+    learning_rate: float = learning_rate_knob(1e-3)
+
+
+class PTuning(PromptMethod):
+    name = "p_tuning"
+    summary = "soft prompts produced by a trained MLP/LSTM prompt encoder (peft)"
+    config_class = PTuningKnobs
+
+    def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
+        return PromptEncoderConfig(**self._common_options(model),
+                                   encoder_reparameterization_type=self.config.encoder_type,
+                                   encoder_hidden_size=self.config.encoder_hidden_size)
+
+
+def _accept_prefix_cache(model: nn.Module) -> None:
+    """Let peft hand prefix tuning's key/value cache to the model, or say why it cannot.
+
+    peft 0.21 passes the prefixes as `past_key_values` and checks the forward signature for that
+    name; transformers 5 renamed the argument `cache`. Where the backbone takes a cache and the
+    classifier forwards it, the model gets a `forward` accepting the old name (an instance
+    attribute, re-applied on load). Models without a KV cache (DeBERTa-v2, DistilBERT) raise.
+    """
+    forward = model.forward
+    top = inspect.signature(forward).parameters
+    if "past_key_values" in top:
+        return
+    backbone = inspect.signature(model.base_model.forward).parameters
+    passes_on = "cache" in top or any(p.kind is p.VAR_KEYWORD for p in top.values())
+    if "cache" not in backbone or not passes_on:
+        raise MethodNotApplicable(
+            f"prefix tuning needs a key/value cache; '{model_type(model)}' models take none")
+
+    def forward_with_prefix(*args, past_key_values=None, **kwargs):
+        return forward(*args, cache=past_key_values, **kwargs)
+
+    model.forward = forward_with_prefix
+
+
+def _encode_once(encoder: nn.Module) -> None:
+    """Run the prefix encoder on one row of virtual-token ids and expand it over the batch.
+
+    peft feeds prefix tuning's encoder the same ids for every example (for prompt tuning and
+    P-tuning it already encodes one row). Once is cheaper, and it is what `save_pretrained`
+    computes, so the reloaded prefix equals the trained one bit for bit on any matmul kernel.
+    """
+    forward = encoder.forward
+
+    def forward_once(indices):
+        prompt = forward(indices[:1])
+        return prompt.expand(indices.shape[0], *prompt.shape[1:])
+
+    encoder.forward = forward_once
