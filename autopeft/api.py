@@ -184,18 +184,23 @@ def budget_overview(model: str, budget: str, task: str = "mrpc",
     rows = []
     for name, cls in METHODS.items():
         knobs = cls.config_class.knobs()
-        int_size = [k for k in knobs if k.affects_size and k.type is int]
+        int_size = [k for k in knobs if k.affects_size and k.type is int and not k.choices]
         enum_size = [k for k in knobs if k.affects_size and k.choices]
         variants = [dict(zip([k.name for k in enum_size], combo, strict=True))
                     for combo in itertools.product(*[k.choices for k in enum_size])] or [{}]
         for fixed in variants:
             label = ", ".join(f"{k}={v}" for k, v in fixed.items())
+            if _stored_or_none(sizer, name, fixed) is None:
+                continue  # not applicable to this model
             if int_size:
                 knob = int_size[0]
-                best = sizer.max_fitting(name, knob.name, cap, **fixed)
-                stored = sizer.measure(name, {**fixed, knob.name: best}).stored_params if best \
-                    else sizer.measure(name, {**fixed, knob.name: 1}).stored_params
-                fit = f"max {knob.name}={best}" if best else f"does not fit even at {knob.name}=1"
+                end, best = sizer.fitting_bound(name, knob.name, cap, **fixed)
+                if best is None:
+                    stored = sizer.measure(name, {**fixed, knob.name: 1}).stored_params
+                    fit = f"does not fit at any {knob.name}"
+                else:
+                    stored = sizer.measure(name, {**fixed, knob.name: best}).stored_params
+                    fit = f"{end} {knob.name}={best}"
             else:
                 stored = sizer.measure(name, fixed).stored_params
                 fit = "fits" if stored <= cap else "does not fit"

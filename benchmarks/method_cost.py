@@ -3,9 +3,9 @@
 One script run; each method runs in its own child process so its peak memory is its own
 (CPU memory has no per-phase peak counter; on CUDA the child reads torch's peak allocation).
 Targets: FISH and Child-Tuning_D within 1.2x LoRA's step time and memory; diff pruning's L0
-phase within 1.6x full fine-tuning's step time.
+phase within 1.6x full fine-tuning's step time. The other methods are listed for comparison.
 
-    python benchmarks/method_cost.py [--steps 8] [--batch-size 32]
+    python benchmarks/method_cost.py [--steps 8] [--batch-size 32] [--only fish lora ...]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BASELINES = ("full FT", "LoRA r=8")  # every ratio is taken to these
 CASES = [
     ("full FT", "full", {}),
     ("LoRA r=8", "lora", {"r": 8}),
@@ -29,6 +30,20 @@ CASES = [
     ("Child-Tuning_D 0.5%", "child_tuning_d", {"density": 0.005, "fisher_samples": 64}),
     ("Child-Tuning_F p=0.3", "full", {"child_f_p": 0.3}),
     ("diff pruning (L0 phase)", "diff_pruning", {"density": 0.005, "l0_fraction": 1.0}),
+    # inserted modules, prompts, LoRA variants, SPT and side methods, each within 0.5%
+    ("Houlsby adapter m=8", "adapter_houlsby", {"bottleneck": 8}),
+    ("Pfeiffer adapter m=16", "adapter_pfeiffer", {"bottleneck": 16}),
+    ("parallel adapter m=8", "adapter_parallel", {"bottleneck": 8}),
+    ("prompt tuning 20 tok", "prompt_tuning", {"num_virtual_tokens": 20}),
+    ("prefix tuning 20 tok", "prefix_tuning", {"num_virtual_tokens": 20}),
+    ("P-tuning 20 tok", "p_tuning", {"num_virtual_tokens": 20}),
+    ("KronA", "krona", {}),
+    ("AdaLoRA target r=4", "adalora", {"target_r": 4}),
+    ("DyLoRA r_max=8", "dylora", {"r_max": 8}),
+    ("IncreLoRA", "increlora", {}),
+    ("SPT 0.5%", "spt", {"density": 0.005}),
+    ("LST reduction 32", "lst", {"reduction": 32}),
+    ("AttentionFusion", "attention_fusion", {}),
 ]
 
 
@@ -92,10 +107,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--only", nargs="+", metavar="METHOD",
+                        help="registry names to run (full FT and LoRA always run: the baselines)")
     args = parser.parse_args()
     context = mp.get_context("spawn")
     results = {}
     for label, name, knobs in CASES:
+        if args.only and name not in args.only and label not in BASELINES:
+            continue
         queue = context.Queue()
         child = context.Process(target=_measure,
                                 args=(name, knobs, args.steps, args.batch_size, queue))
@@ -108,7 +127,7 @@ def main() -> None:
         results[label] = result
         print(f"{label}: {result['step_s']:.3f} s/step, peak +{result['peak_mib']:.0f} MiB",
               flush=True)
-    full, lora = results["full FT"], results["LoRA r=8"]
+    full, lora = (results[label] for label in BASELINES)
     print(f"\n{'method':<26}{'s/step':>8}{'peak MiB':>10}{'stored':>12}"
           f"{'time/full':>10}{'time/LoRA':>10}{'mem/full':>10}{'mem/LoRA':>10}")
     for label, r in results.items():

@@ -95,8 +95,16 @@ def test_max_fitting_lora_rank_is_the_largest_within_budget(tiny_bert):
     per_rank = sizer.measure("lora", {"r": 1, "targets": "qv"}).stored_params  # 2 layers × 2 × 128
     assert per_rank == 2 * 2 * (64 + 64)
     budget = 10 * per_rank + per_rank // 2
-    assert sizer.max_fitting("lora", "r", budget, targets="qv") == 10
-    assert sizer.max_fitting("lora", "r", per_rank - 1, targets="qv") is None
+    assert sizer.fitting_bound("lora", "r", budget, targets="qv") == ("max", 10)
+    assert sizer.fitting_bound("lora", "r", per_rank - 1, targets="qv") == ("max", None)
+
+
+def test_a_knob_whose_size_shrinks_as_it_grows_reports_its_smallest_fitting_value(tiny_bert):
+    sizer = Sizer(resolve_model(str(tiny_bert)), num_labels=2)
+    sizes = {r: sizer.measure("lst", {"reduction": r}).stored_params for r in (2, 4, 8)}
+    assert sizes[2] > sizes[4] > sizes[8]
+    assert sizer.fitting_bound("lst", "reduction", sizes[4]) == ("min", 4)
+    assert sizer.fitting_bound("lst", "reduction", sizes[4] - 1)[1] in range(5, 9)
 
 
 def test_count_params_counts_tied_weights_once():

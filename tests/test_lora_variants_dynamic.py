@@ -29,7 +29,8 @@ PEFT_PREFIX = "base_model.model."
 def backbone_shapes(model_dir, targets: str) -> dict[str, tuple[int, int]]:
     """Adapted projection → (d_in, d_out), read off a fresh backbone."""
     base = load_model(resolve_model(str(model_dir)), num_labels=2)
-    return {n: projection_shape(base.get_submodule(n)) for n in resolve_roles(base, ROLE_SETS[targets])}
+    names = resolve_roles(base, ROLE_SETS[targets])
+    return {n: projection_shape(base.get_submodule(n)) for n in names}
 
 
 def lora_pairs(model) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -102,7 +103,8 @@ def test_increlora_on_every_architecture_counts_active_components_and_roundtrips
         assert total <= planned
         return total
 
-    loaded = check_method(tiny_models(arch), tmp_path, "increlora", knobs, active_components)
+    loaded = check_method(tiny_models(arch), tmp_path, "increlora", knobs, active_components,
+                          lr=5e-3)
     assert set(lora_pairs(loaded)) == set(shapes)
 
 
@@ -125,10 +127,10 @@ def test_dylora_at_rank_b_is_lora_truncated_to_b(tiny_models, arch, rank):
             module.weight += delta.T if isinstance(module, Conv1D) else delta
     batch = toy_batch()
     torch.testing.assert_close(logits(model, batch), logits(reference, batch),
-                               rtol=1e-5, atol=1e-5)
-    if rank < 6:
+                               rtol=1e-4, atol=1e-4)
+    if rank < 6:  # and the rank matters
         method.eval_rank = 6
-        assert not torch.allclose(logits(model, batch), logits(reference, batch), atol=1e-3)
+        assert (logits(model, batch) - logits(reference, batch)).abs().max() > 1e-2
 
 
 def test_dylora_samples_ranks_each_step_and_frozen_mode_trains_only_component_b(tiny_models):

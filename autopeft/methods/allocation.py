@@ -61,7 +61,7 @@ def backbone_sizes(model: nn.Module) -> dict[str, int]:
 
 def _is_backbone(name: str) -> bool:
     """Pretrained tensors only: not LoRA factors nor values of a parametrization."""
-    if "lora_" in name or f".{LINEAR_DELTA}." in name or ".adapter." in name:
+    if "lora_" in name or "lokr_" in name or f".{LINEAR_DELTA}." in name or ".adapter." in name:
         return False
     if name.split(".")[0] in ("side_network", "layer_fusion"):  # LST / attention fusion add-ons
         return False

@@ -16,6 +16,7 @@ import inspect
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from types import MethodType
 from typing import ClassVar
 
 import torch
@@ -182,13 +183,12 @@ class PTuning(PromptMethod):
 def _accept_prefix_cache(model: nn.Module) -> None:
     """Let peft hand prefix tuning's key/value cache to the model, or say why it cannot.
 
-    peft 0.21 passes the prefixes as `past_key_values` and checks the forward signature for that
-    name; transformers 5 renamed the argument `cache`. Where the backbone takes a cache and the
-    classifier forwards it, the model gets a `forward` accepting the old name (an instance
-    attribute, re-applied on load). Models without a KV cache (DeBERTa-v2, DistilBERT) raise.
+    peft 0.21 passes the prefixes as `past_key_values` and looks for that name in the forward
+    signature; transformers 5 renamed the argument `cache`. Where the backbone takes a cache and
+    the classifier passes it on, the model gets a `forward` taking the old name (set on the
+    instance, so `apply` and `load` both install it). DeBERTa-v2 and DistilBERT have no cache.
     """
-    forward = model.forward
-    top = inspect.signature(forward).parameters
+    top = inspect.signature(model.forward).parameters
     if "past_key_values" in top:
         return
     backbone = inspect.signature(model.base_model.forward).parameters
@@ -196,11 +196,11 @@ def _accept_prefix_cache(model: nn.Module) -> None:
     if "cache" not in backbone or not passes_on:
         raise MethodNotApplicable(
             f"prefix tuning needs a key/value cache; '{model_type(model)}' models take none")
+    model.forward = MethodType(_forward_with_prefix, model)
 
-    def forward_with_prefix(*args, past_key_values=None, **kwargs):
-        return forward(*args, cache=past_key_values, **kwargs)
 
-    model.forward = forward_with_prefix
+def _forward_with_prefix(self: nn.Module, *args, past_key_values=None, **kwargs):
+    return type(self).forward(self, *args, cache=past_key_values, **kwargs)
 
 
 def _encode_once(encoder: nn.Module) -> None:
@@ -210,10 +210,9 @@ def _encode_once(encoder: nn.Module) -> None:
     P-tuning it already encodes one row). Once is cheaper, and it is what `save_pretrained`
     computes, so the reloaded prefix equals the trained one bit for bit on any matmul kernel.
     """
-    forward = encoder.forward
+    encoder.forward = MethodType(_forward_once, encoder)
 
-    def forward_once(indices):
-        prompt = forward(indices[:1])
-        return prompt.expand(indices.shape[0], *prompt.shape[1:])
 
-    encoder.forward = forward_once
+def _forward_once(self: nn.Module, indices: torch.Tensor) -> torch.Tensor:
+    prompt = type(self).forward(self, indices[:1])
+    return prompt.expand(indices.shape[0], *prompt.shape[1:])

@@ -35,6 +35,7 @@ saved), which after the final resize is every live A/E/B entry. So after trainin
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,10 +198,14 @@ class AdaLora(Method):
             raise AutoPeftError(
                 "adalora: ranks were never allocated (train through step T - tfinal first); "
                 "saving now would store all init_r triplets, over the planned budget")
-        model.save_pretrained(str(directory))
+        with warnings.catch_warnings():  # a matrix pruned to rank 0 is legitimate here
+            warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
+            model.save_pretrained(str(directory))
 
     def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        with peft_quietly():
+        with peft_quietly(), warnings.catch_warnings():
+            # AdaLoRA's rank pattern (kept triplets) is not LoRA's per-module rank override
+            warnings.filterwarnings("ignore", message="The following rank_pattern keys")
             return PeftModel.from_pretrained(model, str(directory))
 
 

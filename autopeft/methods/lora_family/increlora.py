@@ -43,8 +43,9 @@ class IncreLoraConfig(MethodConfig):
     init_r: int = knob(1, "rank every matrix starts with", minimum=1, affects_size=True)
     r_cap: int = knob(16, "most ranks one matrix may grow to (allocated up front)", minimum=1,
                       affects_size=True)
-    interval: int = knob(0, "steps between growth events; 0 = spaced so that the budget is "
-                         f"reached at {GROW_UNTIL:.0%} of training", minimum=0)
+    interval: int = knob(0, "steps between growth events (a short run may then end below the "
+                         f"budget); 0 = spaced so that the budget is reached at {GROW_UNTIL:.0%} "
+                         "of training", minimum=0)
     add_per_step: int = knob(2, "matrices given one more rank at each growth event (the most "
                              "important first)", minimum=1)
     lora_alpha: int = knob(16, "scaling numerator (updates scaled by alpha / rank_budget)",
