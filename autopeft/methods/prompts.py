@@ -17,7 +17,6 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType
-from typing import ClassVar
 
 import torch
 from peft import (
@@ -46,26 +45,25 @@ class PromptConfig(MethodConfig):
 class PromptMethod(Method):
     """One peft prompt-learning method; subclasses name the peft config and its extra knobs."""
 
-    needs_cache: ClassVar[bool] = False  # prefix tuning injects keys/values through the KV cache
-
     @abstractmethod
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
         """The method's peft config for `model` (built on `_common_options`)."""
 
     def _common_options(self, model: nn.Module) -> dict:
-        config = model.config  # attribute access honours aliases (DistilBERT's `dim`), dicts don't
+        # attribute access honours config aliases (DistilBERT's `dim`), peft's dict look-up
+        # does not; None leaves the look-up to peft
+        config = model.config
         return {
             "task_type": TaskType.SEQ_CLS,
             "num_virtual_tokens": self.config.num_virtual_tokens,
-            "token_dim": config.hidden_size,
-            "num_layers": config.num_hidden_layers,
-            "num_attention_heads": config.num_attention_heads,
+            "token_dim": getattr(config, "hidden_size", None),
+            "num_layers": getattr(config, "num_hidden_layers", None),
+            "num_attention_heads": getattr(config, "num_attention_heads", None),
             "modules_to_save": head_module_names(model),
         }
 
     def check_applicable(self, model: nn.Module) -> None:
-        if self.needs_cache:
-            _accept_prefix_cache(model)
+        """Raise `MethodNotApplicable` before any work when the model cannot take the method."""
 
     def apply(self, model: nn.Module) -> nn.Module:
         self.check_applicable(model)
@@ -143,7 +141,9 @@ class PrefixTuning(PromptMethod):
     name = "prefix_tuning"
     summary = "trainable key/value prefixes in every attention layer (peft)"
     config_class = PrefixTuningKnobs
-    needs_cache = True
+
+    def check_applicable(self, model: nn.Module) -> None:
+        _accept_prefix_cache(model)
 
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
         return PrefixTuningConfig(**self._common_options(model),
