@@ -66,7 +66,8 @@ def test_training_changes_only_the_delta_and_roundtrips_through_the_artifact(
 def test_method_names_and_knob_validation():
     assert {"full", "bitfit", "lora", "fish", "child_tuning_d"} <= set(METHODS)
     assert parse_method_list("lora, bitfit,lora") == ["lora", "bitfit"]
-    with pytest.raises(AutoPeftError, match="unknown method 'adapter'; registered: bitfit"):
+    with pytest.raises(AutoPeftError, match="unknown method 'adapter'; did you mean "
+                       "adapter_houlsby, adapter_parallel, adapter_pfeiffer\\? registered: "):
         parse_method_list("lora,adapter")
     with pytest.raises(AutoPeftError, match="lora.targets='qk' is not allowed"):
         build_method("lora", {"targets": "qk"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from autopeft.errors import AutoPeftError
 from autopeft.methods.adapters import HoulsbyAdapter, ParallelAdapter, PfeifferAdapter
 from autopeft.methods.base import Method
@@ -38,8 +40,11 @@ def get_method_class(name: str) -> type[Method]:
     try:
         return METHODS[name]
     except KeyError:
+        close = [m for m in sorted(METHODS) if m.startswith(name)] or difflib.get_close_matches(
+            name, METHODS, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise AutoPeftError(
-            f"unknown method '{name}'; registered: {', '.join(sorted(METHODS))}"
+            f"unknown method '{name}'; {hint}registered: {', '.join(sorted(METHODS))}"
         ) from None
 
 
