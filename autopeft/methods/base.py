@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autopeft.errors import AutoPeftError
-from autopeft.methods.targets import is_head_param
+from autopeft.methods.targets import ROLE_SETS, is_head_param
 
 DELTA_FILE = "delta.safetensors"
 
@@ -52,6 +52,12 @@ def knob(
     """Declare a knob as a dataclass field (type comes from the annotation)."""
     meta = {"help": help, "choices": choices, "minimum": minimum, "affects_size": affects_size}
     return field(default=default, metadata={"knob": meta})
+
+
+def targets_knob(default: str = "qv", what: str = "projections adapted") -> Any:
+    """Which projection roles a method touches (resolved per architecture in `targets.py`)."""
+    return knob(default, f"{what}: qv, attn (q,k,v,o) or all (attn + FFN)",
+                choices=tuple(ROLE_SETS), affects_size=True)
 
 
 def learning_rate_knob(default: float) -> Any:

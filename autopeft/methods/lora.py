@@ -13,7 +13,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
 from autopeft.methods.targets import ROLE_SETS, head_module_names, resolve_roles
 
 
@@ -22,10 +22,7 @@ class LoraConfig(MethodConfig):
     r: int = knob(8, "rank of each update", minimum=1, affects_size=True)
     lora_alpha: int = knob(16, "scaling numerator (update scaled by alpha / r)", minimum=1)
     lora_dropout: float = knob(0.05, "dropout on the LoRA input", minimum=0.0)
-    targets: str = knob(
-        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob()
     learning_rate: float = learning_rate_knob(2e-3)
 
 

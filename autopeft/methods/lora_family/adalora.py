@@ -45,9 +45,9 @@ from peft.tuners.adalora import AdaLoraLayer
 from torch import nn
 
 from autopeft.errors import AutoPeftError
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
 from autopeft.methods.lora_family.common import peft_quietly, target_modules
-from autopeft.methods.targets import ROLE_SETS, head_module_names
+from autopeft.methods.targets import head_module_names
 
 ADAPTER = "default"
 
@@ -60,10 +60,7 @@ class AdaLoraConfig(MethodConfig):
     )
     init_r: int = knob(12, "rank each matrix starts with, pruned to the budget; > target_r",
                        minimum=2)
-    targets: str = knob(
-        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob()
     lora_alpha: int = knob(32, "scaling numerator (update scaled by alpha / init_r)", minimum=1)
     lora_dropout: float = knob(0.05, "dropout on the AdaLoRA input", minimum=0.0)
     orth_reg_weight: float = knob(0.1, "weight of the orthogonality penalty on P and Q",

@@ -34,9 +34,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autopeft.errors import AutoPeftError
-from autopeft.methods.base import DELTA_FILE, Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.base import (
+    DELTA_FILE,
+    Method,
+    MethodConfig,
+    knob,
+    learning_rate_knob,
+    targets_knob,
+)
 from autopeft.methods.lora import Lora, LoraConfig
-from autopeft.methods.targets import ROLE_SETS, is_head_param
+from autopeft.methods.targets import is_head_param
 
 ADAPTER = "default"  # peft's adapter name
 T = TypeVar("T")
@@ -155,10 +162,7 @@ class DyLoraConfig(MethodConfig):
                       "trains a rank b ~ U{1..r_max}", minimum=1, affects_size=True)
     lora_alpha: int = knob(16, "scaling numerator (rank-b update scaled by alpha / b)", minimum=1)
     lora_dropout: float = knob(0.05, "dropout on the LoRA input", minimum=0.0)
-    targets: str = knob(
-        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob()
     frozen: bool = knob(False, "the paper's frozen mode: a step at rank b updates only "
                         "component b (default: the first b together)")
     eval_ranks: str = knob("pow2", "ranks tried when choosing the evaluation rank: powers of "

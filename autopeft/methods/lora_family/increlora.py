@@ -28,9 +28,8 @@ import torch
 from torch import nn
 
 from autopeft.errors import AutoPeftError
-from autopeft.methods.base import MethodConfig, knob, learning_rate_knob
+from autopeft.methods.base import MethodConfig, knob, learning_rate_knob, targets_knob
 from autopeft.methods.lora_family.dylora import ADAPTER, RankPrefixLora, lora_weights
-from autopeft.methods.targets import ROLE_SETS
 
 BETA = 0.85  # AdaLoRA's smoothing of sensitivity and of its uncertainty
 GROW_UNTIL = 0.7  # with interval=0, the budget is reached by this fraction of training
@@ -51,10 +50,7 @@ class IncreLoraConfig(MethodConfig):
     lora_alpha: int = knob(16, "scaling numerator (updates scaled by alpha / rank_budget)",
                            minimum=1)
     lora_dropout: float = knob(0.05, "dropout on the LoRA input", minimum=0.0)
-    targets: str = knob(
-        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob()
     learning_rate: float = learning_rate_knob(2e-3)
 
     def __post_init__(self) -> None:

@@ -28,9 +28,9 @@ from peft.tuners.lokr import LoKrLayer
 from torch import nn
 
 from autopeft.errors import MethodNotApplicable
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
 from autopeft.methods.lora_family.common import peft_quietly, target_modules
-from autopeft.methods.targets import ROLE_SETS, head_module_names, model_type, projection_shape
+from autopeft.methods.targets import head_module_names, model_type, projection_shape
 
 KRONA_FACTORS = (-1, 2, 4, 8, 16, 32, 64)
 
@@ -41,10 +41,7 @@ class KronaConfig(MethodConfig):
         -1, "Kronecker split of each dimension d into (f, d/f); -1 = most balanced (√d·√d)",
         choices=KRONA_FACTORS, affects_size=True,
     )
-    targets: str = knob(
-        "qv", "projections adapted: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob()
     scale: float = knob(1.0, "KronA scale s of the update s·(A ⊗ B)", minimum=0.0)
     learning_rate: float = learning_rate_knob(2e-3)
 

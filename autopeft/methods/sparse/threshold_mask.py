@@ -24,6 +24,7 @@ from autopeft.methods.base import (
     freeze,
     knob,
     learning_rate_knob,
+    targets_knob,
     unfreeze_head,
 )
 from autopeft.methods.sparse.fisher import density_count
@@ -35,10 +36,7 @@ MASKED = "masked"  # key suffix of a tensor's masked flat indices in MASK_FILE
 
 @dataclass
 class ThresholdMaskConfig(MethodConfig):
-    targets: str = knob(
-        "all", "matrices masked: qv, attn (q,k,v,o) or all (attn + FFN)",
-        choices=tuple(ROLE_SETS), affects_size=True,
-    )
+    targets: str = targets_knob("all", "matrices masked")
     max_masked: float = knob(0.005, "fraction of the target matrices' entries that may be masked",
                              minimum=0.0, affects_size=True)
     threshold: float = knob(0.01, "an entry is kept while its score is >= this")
