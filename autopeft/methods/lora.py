@@ -46,7 +46,7 @@ class Lora(Method):
         )
 
     def apply(self, model: nn.Module) -> nn.Module:
-        with _peft_quietly():
+        with peft_quietly():
             return get_peft_model(model, self._peft_config(model))
 
     def changed_entries(self, model: nn.Module) -> dict[str, int]:
@@ -59,12 +59,12 @@ class Lora(Method):
         model.save_pretrained(str(directory))
 
     def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        with _peft_quietly():
+        with peft_quietly():
             return PeftModel.from_pretrained(model, str(directory))
 
 
 @contextmanager
-def _peft_quietly():
+def peft_quietly():
     """peft calls `is_gradient_checkpointing`, which transformers 5 deprecates; not ours to fix."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -32,7 +32,7 @@ from torch import nn
 
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
-from autopeft.methods.lora import _peft_quietly
+from autopeft.methods.lora import peft_quietly
 from autopeft.methods.targets import head_module_names, model_type
 
 
@@ -67,7 +67,7 @@ class PromptMethod(Method):
 
     def apply(self, model: nn.Module) -> nn.Module:
         self.check_applicable(model)
-        with _peft_quietly():
+        with peft_quietly():
             return get_peft_model(model, self._peft_config(model))
 
     # --- accounting: what `save_pretrained` writes besides the head -------------------------
@@ -106,7 +106,7 @@ class PromptMethod(Method):
 
     def load(self, model: nn.Module, directory: Path) -> nn.Module:
         self.check_applicable(model)
-        with _peft_quietly():
+        with peft_quietly():
             return PeftModel.from_pretrained(model, str(directory))
 
 

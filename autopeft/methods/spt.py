@@ -51,7 +51,7 @@ from autopeft.methods.base import (
     learning_rate_knob,
     unfreeze_head,
 )
-from autopeft.methods.lora import _peft_quietly
+from autopeft.methods.lora import peft_quietly
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import density_count, empirical_fisher, top_k
 from autopeft.methods.targets import ROLE_SETS, is_head_param, projection_shape, resolve_roles
@@ -174,7 +174,7 @@ class Spt(Method):
                 rank_pattern={re.escape(m): r for m, r in ranks.items()},
                 fan_in_fan_out=isinstance(first, Conv1D),  # GPT-2 stores W transposed
             )
-            with _peft_quietly():
+            with peft_quietly():
                 inject_adapter_in_model(config, model)
         params = dict(model.named_parameters())
         for name in whole:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from autopeft.methods.lora import _peft_quietly
+from autopeft.methods.lora import peft_quietly
 from autopeft.methods.targets import ROLE_SETS, resolve_roles
 
-peft_quietly = _peft_quietly  # one name for the variants; lora.py keeps its own
+peft_quietly = peft_quietly  # one name for the variants; lora.py keeps its own
 
 
 def target_modules(model: nn.Module, targets: str) -> tuple[list[str], bool]:
