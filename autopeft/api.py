@@ -19,6 +19,7 @@ from autopeft.report import build_report, pareto_frame
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, load_space, param_name
 from autopeft.tasks import TaskSpec, get_task, load_task_data, selection_split, subsample
+from autopeft.warm_start import load_front, warm_start
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -46,9 +47,15 @@ class SearchRequest:
     batch_size: int = 32
     max_length: int = 128
     sampler: str = "tpe"
+    warm_start: str | None = None  # a study whose Pareto configurations are tried first
+    scheduler: str = "none"  # "mo-asha": stop trials early by multi-objective halving
+    reduction_factor: float = 3  # mo-asha's η: about 1/η of a rung's trials go on
+    grace_epochs: int = 1  # mo-asha's first rung (epochs)
     studies_dir: str = "studies"
     reports_dir: str = "reports"
     trust_remote_code: bool = False
+    final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
+    final_epochs: int | None = None  # None: the search's epochs
 
 
 @dataclass
@@ -65,17 +72,24 @@ class SearchResult:
 def search(request: SearchRequest, console: Console | None = None) -> SearchResult:
     """Run (or continue) a study: propose, train and judge candidates, then report the front."""
     # Heavy imports stay here so `autopeft methods`/`report` start fast and without Ray.
-    from autopeft.engine.runner import EngineSettings, check_sampler, run_trials
+    from autopeft.engine.runner import EngineSettings, run_trials
+    from autopeft.engine.samplers import check_sampler
+    from autopeft.engine.scheduler import check_scheduler
     from autopeft.train.data import SearchData, tokenize_frame
-    from autopeft.train.final import evaluate_front_on_dev
+    from autopeft.train.final import FinalSettings, evaluate_front_on_dev, retrain_front
     from autopeft.train.trial import TrialContext
 
     console = console or Console(stderr=True)
     _check_positive(trials=request.trials, concurrency=request.concurrency,
                     epochs=request.epochs, batch_size=request.batch_size)
+    _check_final(request.final_seeds, request.final_epochs)
     task = get_task(request.task)
     budget = parse_budget(request.budget)
     check_sampler(request.sampler)
+    warm_front = (load_front(request.warm_start, request.storage, request.studies_dir)
+                  if request.warm_start else None)
+    check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs,
+                    request.epochs)
     space = load_space(request.space)
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))
@@ -121,6 +135,9 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     )
     study = records.open_study(name, storage, setup)
     finished = sum(t.state.is_finished() for t in study.trials)
+    if warm_front is not None:
+        console.print(warm_start(study, request.warm_start, warm_front, space, sizer,
+                                 budget_params).describe())
     _enqueue_uncovered_methods(study, space, sizer, budget_params)
     console.print(f"study '{name}' ({finished} finished trials so far) → adding "
                   f"{request.trials} trained trials")
@@ -141,12 +158,22 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
         address=request.address,
         seed=request.seed,
         sampler=request.sampler,
+        scheduler=request.scheduler,
+        reduction_factor=request.reduction_factor,
+        grace_epochs=request.grace_epochs,
     )
     outcome = run_trials(study, space, sizer, budget_params, data, context, settings,
                          study_dir / "ray")
 
     dev = tokenize_frame(task_data.dev, task.text_columns, tokenizer, request.max_length)
-    evaluate_front_on_dev(study, study_dir, dev, tokenizer, task, request.trust_remote_code)
+    if request.final_seeds:  # honest final numbers: retrain on all of train, K seeds
+        full_train = subsample(task_data.train, request.max_train_samples, request.seed)
+        final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
+        retrain_front(study, tokenize_frame(full_train, task.text_columns, tokenizer,
+                                            request.max_length),
+                      dev, tokenizer, context, final, console)
+    else:  # the trial artifacts themselves, trained without the selection split
+        evaluate_front_on_dev(study, study_dir, dev, tokenizer, task, request.trust_remote_code)
     report_dir = build_report(study, Path(request.reports_dir) / name)
     return SearchResult(
         study_name=name,
@@ -223,9 +250,11 @@ def methods_overview(space_file: str | None = None) -> list[dict[str, Any]]:
                 "knob": knob.name,
                 "type": knob.type.__name__,
                 "default": knob.default,
-                "searched": _describe_range(rng) if rng else "fixed",
+                "searched": rng.describe() if rng else "fixed",
                 "help": knob.help,
             })
+        rows.extend({"method": name, "summary": cls.summary, **row}
+                    for row in space.extra_rows(name))  # budget fraction, training overrides
     return rows
 
 
@@ -234,6 +263,13 @@ def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
             raise AutoPeftError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def _check_final(seeds: int, epochs: int | None) -> None:
+    if seeds < 0:
+        raise AutoPeftError(f"--final-seeds must be 0 (no retraining) or more (got {seeds})")
+    if epochs is not None:
+        _check_positive(final_epochs=epochs)
 
 
 def _size_extremes(space: SearchSpace, method: str) -> list[dict[str, Any]]:
@@ -300,20 +336,16 @@ def _enqueue_uncovered_methods(study, space: SearchSpace, sizer: Sizer, budget: 
     """Each allowed method is tried once (at its defaults) before the sampler takes over."""
     covered = {t.params.get("method") for t in study.trials
                if t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE}
+    space = space.for_budget(sizer, budget)  # knobs fit to the budget are derived from it
     for method in space.methods:
         if method in covered:
             continue
         params = space.default_params(method)
-        knobs = {k.split(".", 1)[1]: v for k, v in params.items() if "." in k}
+        knobs = space.resolve(params)["knobs"]
         if not _fits(_stored_or_none(sizer, method, knobs), budget):
             fitting = [v for v in _size_extremes(space, method)
                        if _fits(_stored_or_none(sizer, method, {**knobs, **v}), budget)]
-            params.update({param_name(method, k): v for k, v in fitting[0].items()})
+            params.update({param_name(method, k): v for k, v in fitting[0].items()
+                           if param_name(method, k) in params})  # derived knobs stay derived
         study.enqueue_trial(params, skip_if_exists=True)
 
-
-def _describe_range(rng) -> str:
-    if rng.choices is not None:
-        return "{" + ", ".join(map(str, rng.choices)) + "}"
-    scale = " log" if rng.log else ""
-    return f"[{rng.low:g}, {rng.high:g}]{scale}"

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from autopeft import api
 from autopeft.errors import AutoPeftError
+from autopeft.report import fmt
 
 app = typer.Typer(
     add_completion=False,
@@ -43,10 +44,27 @@ def search(
     max_train_samples: Annotated[int | None, typer.Option(help="subsample train")] = None,
     selection_fraction: Annotated[float, typer.Option(help="train share held out")] = 0.1,
     batch_size: int = 32,
-    sampler: Annotated[str, typer.Option(help="tpe, nsga2 or random")] = "tpe",
+    sampler: Annotated[str, typer.Option(
+        help="tpe, nsga2, gp (Gaussian process, logEHVI), random, or qnehvi (BoTorch; "
+             "pip install 'autopeft[bo]')")] = "tpe",
+    warm_start: Annotated[str | None, typer.Option(
+        help="study (same --studies-dir/--storage; any task or model) whose Pareto "
+             "configurations are tried first, adapted to this space and budget")] = None,
+    scheduler: Annotated[str, typer.Option(
+        help="none, or mo-asha: stop trials early by multi-objective successive halving "
+             "over epochs (score and stored params); stopped trials are PRUNED")] = "none",
+    reduction_factor: Annotated[float, typer.Option(
+        help="mo-asha's η: about 1/η of the trials at each rung go on (at least 2)")] = 3,
+    grace_epochs: Annotated[int, typer.Option(
+        help="mo-asha's first rung; rungs at grace·η^k epochs, below --epochs")] = 1,
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
+    final_seeds: Annotated[int, typer.Option(
+        help="retrain each Pareto point on train+selection with K seeds for its dev numbers "
+             "(0: evaluate the trial artifacts instead)")] = 3,
+    final_epochs: Annotated[int | None, typer.Option(
+        help="epochs of the final retraining (default: --epochs)")] = None,
 ) -> None:
     """Find the Pareto front of score vs stored parameters for a task under a budget."""
     request = api.SearchRequest(**{k: v for k, v in locals().items()})
@@ -102,7 +120,8 @@ def _print_front(result: api.SearchResult) -> None:
                   title=f"Pareto front of {result.study_name}")
     for row in result.pareto.itertuples(index=False):
         table.add_row(str(row.trial), row.method, f"{row.stored_params:,}",
-                      f"{row.budget_used:.1%}", f"{row.score:.4f}", f"{row.dev_score:.4f}")
+                      f"{row.budget_used:.1%}", f"{row.score:.4f}",
+                      fmt.dev_score(row.dev_score, row.dev_score_std, row.dev_seeds))
     out.print(table)
     out.print(f"{result.infeasible} over-budget candidates rejected before training")
     out.print(f"report: {result.report_dir}/summary.md · artifacts: {result.study_dir}/artifacts/")

@@ -7,17 +7,27 @@ crash mid-write and optuna-dashboard opens it) or any RDB URL for clusters.
 Record layout (read by `autopeft.report`, written by the engine):
 
 * ``study.user_attrs["autopeft"]``: the study's setup (:class:`StudySetup` as a dict).
-* ``study.user_attrs["dev_scores"]``: ``{str(trial_number): {metric: value, "score": primary}}``.
+* ``study.user_attrs["dev_scores"]``: ``{str(trial_number): {metric: value, "score": primary}}``,
+  dev metrics of a Pareto trial's own artifact (``--final-seeds 0``).
+* ``study.user_attrs["final_runs"]``: ``{str(trial_number): point}``, each Pareto point retrained
+  on the full training data with K seeds (``--final-seeds K``) and evaluated on dev. A point is
+  ``{"epochs", "batch_size", "train_samples", "runs": {str(index): run}, "seeds", "score_mean",
+  "score_std"}``; a run is ``{"seed", "metrics", "seconds", "finished_at", "artifact"?}``. Each run
+  is written as soon as it finishes, so a crash keeps the finished seeds and a resumed study or a
+  rebuilt report never redoes them. ``score_std`` is the sample std (None for one seed).
 * trial ``values``: ``[score, stored_params]`` (maximise, minimise) for COMPLETE trials.
-* trial ``params``: ``"method"`` and ``"<method>.<knob>"`` for every sampled knob.
+* trial ``params``: ``"method"`` and ``"<method>.<knob>"`` for every sampled knob (a knob fit to
+  the budget is not sampled: its ``"<method>.budget_fraction"`` is, the value is in ``derived``).
 * trial ``user_attrs``: see the ``ATTR_*`` names below.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -42,6 +52,7 @@ ATTR_ARTIFACT = "artifact"  # path of the trained delta, relative to the study d
 ATTR_ERROR = "error"
 ATTR_STORED_BYTES = "stored_bytes"  # values (+ indices for sparse deltas), head excluded
 ATTR_ALLOCATION = "allocation"  # {"by_layer": {layer: fraction}, "by_type": {type: fraction}}
+ATTR_DERIVED = "derived"  # {"<method>.<knob>": value} of knobs fit to the budget, not sampled
 
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
@@ -50,6 +61,8 @@ STATUS_PRUNED = "pruned"
 
 SETUP_KEY = "autopeft"
 DEV_SCORES_KEY = "dev_scores"
+FINAL_RUNS_KEY = "final_runs"
+FINAL_FIDELITY = ("epochs", "batch_size", "train_samples")  # what a finished run must match
 
 
 @dataclass
@@ -119,6 +132,29 @@ def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> opt
     return study
 
 
+def read_study(name: str, storage: str | None, studies_dir: Path) -> optuna.Study:
+    """Another study, opened only to read it (e.g. to warm-start a search from its front).
+
+    Nothing is created or changed: a wrong name leaves no directory or journal behind, and
+    RUNNING trials are left alone, since a search may still be adding to that study. It is
+    looked for where `search` would have put it: in the RDB when `storage` is a URL, else in
+    `<studies_dir>/<name>/optuna.journal`, then in the journal file `storage`.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage and "://" in storage:
+        places, stores = [storage], [lambda: make_storage(storage, Path(studies_dir))]
+    else:
+        paths = [Path(studies_dir) / name / "optuna.journal", *([Path(storage)] if storage else [])]
+        places = [str(p) for p in paths]
+        stores = [lambda p=p: JournalStorage(JournalFileBackend(str(p)))
+                  for p in paths if p.is_file()]
+    for open_store in stores:
+        store = open_store()
+        if name in {s.study_name for s in optuna.get_all_study_summaries(store)}:
+            return optuna.load_study(study_name=name, storage=store)
+    raise AutoPeftError(f"no study '{name}' (looked in {', '.join(places)})")
+
+
 def study_setup(study: optuna.Study) -> StudySetup:
     data = dict(study.user_attrs.get(SETUP_KEY) or {})
     if not data:
@@ -134,6 +170,54 @@ def record_dev_scores(study: optuna.Study, scores: dict[int, dict[str, float]]) 
     merged = {str(k): v for k, v in dev_scores(study).items()}
     merged.update({str(k): v for k, v in scores.items()})
     study.set_user_attr(DEV_SCORES_KEY, merged)
+
+
+def final_runs(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The retrained Pareto points by trial number (see the module docstring for the layout)."""
+    return {int(k): v for k, v in (study.user_attrs.get(FINAL_RUNS_KEY) or {}).items()}
+
+
+def finished_final_run(study: optuna.Study, trial_number: int, index: int,
+                       fidelity: dict[str, int]) -> dict[str, Any] | None:
+    """The recorded run `index` of a point if it was trained at this `fidelity`, else None."""
+    point = final_runs(study).get(trial_number)
+    if point is None or any(point.get(k) != fidelity[k] for k in FINAL_FIDELITY):
+        return None
+    return point["runs"].get(str(index))
+
+
+def record_final_run(study: optuna.Study, trial_number: int, index: int, run: dict[str, Any],
+                     fidelity: dict[str, int]) -> dict[str, Any]:
+    """Store one finished seed of a point and refresh the point's mean/std; returns the point.
+
+    Runs recorded at another fidelity (other epochs, batch size or train size) are dropped:
+    one point's seeds are always comparable.
+    """
+    points = {str(k): v for k, v in final_runs(study).items()}
+    point = points.get(str(trial_number))
+    if point is None or any(point.get(k) != fidelity[k] for k in FINAL_FIDELITY):
+        point = {**{k: fidelity[k] for k in FINAL_FIDELITY}, "runs": {}}
+    runs = {**point["runs"], str(index): run}
+    scores = [float(r["metrics"]["score"]) for _, r in sorted(runs.items(), key=_by_index)]
+    point = {
+        **point,
+        "runs": runs,
+        "seeds": len(scores),
+        "score_mean": statistics.fmean(scores),
+        "score_std": statistics.stdev(scores) if len(scores) > 1 else None,
+    }
+    points[str(trial_number)] = point
+    study.set_user_attr(FINAL_RUNS_KEY, points)
+    return point
+
+
+def final_seed_runs(point: dict[str, Any]) -> list[dict[str, Any]]:
+    """A point's runs in seed-index order."""
+    return [run for _, run in sorted(point.get("runs", {}).items(), key=_by_index)]
+
+
+def _by_index(item: tuple[str, Any]) -> int:
+    return int(item[0])
 
 
 def feasible_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

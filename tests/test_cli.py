@@ -76,7 +76,8 @@ def test_report_for_unknown_study(tmp_path):
 def test_methods_lists_registered_methods_and_knobs():
     result = run_cli("methods")
     assert result.returncode == 0, result.stderr
-    for needle in ("lora", "bitfit", "full", "learning_rate", "targets", "{1, 2, 4, 8, 16, 32}"):
+    for needle in ("lora", "bitfit", "full", "learning_rate", "targets", "{qv, attn, all}",
+                   "budget_fraction", "fit to budget"):
         assert needle in result.stdout
 
 

@@ -27,10 +27,14 @@ def first_run(tmp_path_factory, tiny_bert, mrpc_dir):
     args = ["search", "--task", "mrpc", "--budget", BUDGET, "--model", str(tiny_bert),
             "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "4",
             "--max-train-samples", "160", "--sampler", "random", "--seed", "1",
-            "--study", "tiny", "--concurrency", "2"]
+            "--study", "tiny", "--concurrency", "2", "--final-seeds", "2"]
     result = run_cli(*args, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, args, result
+
+
+def _open(work):
+    return records.open_study("tiny", records.make_storage(None, work / "studies" / "tiny"), None)
 
 
 def load(work, name="trials.csv"):
@@ -88,14 +92,39 @@ def test_pareto_front_is_non_dominated_within_budget_with_dev_scores(first_run):
     assert front.dev_score.between(0, 1).all()
 
 
+def test_front_points_are_retrained_with_k_seeds(first_run):
+    work, _, result = first_run
+    front = load(work, "pareto.csv")
+    points = records.final_runs(_open(work))
+    assert sorted(points) == sorted(front.trial)
+    assert (front.dev_seeds == 2).all()
+    for row in front.itertuples():
+        runs = records.final_seed_runs(points[row.trial])
+        scores = [r["metrics"]["score"] for r in runs]
+        assert len(scores) == 2 and runs[0]["seed"] != runs[1]["seed"]
+        assert row.dev_score == pytest.approx(sum(scores) / 2)
+        assert row.dev_score_std == pytest.approx(abs(scores[0] - scores[1]) / 2**0.5)
+        assert points[row.trial]["train_samples"] == 160  # the cap, taken from train+selection
+    assert result.stderr.count("✔ final trial") == 2 * len(front)  # one line per seed
+    assert "± " in (work / "reports" / "tiny" / "summary.md").read_text()
+
+
 def test_resume_adds_trials_without_losing_or_duplicating(first_run):
     work, args, _ = first_run
     before = load(work)
+    retrained = records.final_runs(_open(work))
     resumed = [*args]
     resumed[resumed.index("--trials") + 1] = "2"
     result = run_cli(*resumed, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     after = load(work)
+    # finished seeds are not retrained: only points new to the front are
+    points = records.final_runs(_open(work))
+    front = set(load(work, "pareto.csv").trial)
+    assert set(points) >= front
+    for number in front & set(retrained):
+        assert points[number] == retrained[number]  # same runs, seeds and timestamps
+    assert result.stderr.count("✔ final trial") == 2 * len(front - set(retrained))
     assert after.trial.is_unique
     assert (after.state == "COMPLETE").sum() == (before.state == "COMPLETE").sum() + 2
     kept = after.set_index("trial").loc[before.trial, ["state", "score", "stored_params"]]
@@ -108,11 +137,14 @@ def test_report_rebuilds_from_the_study_alone(first_run):
     work, _, _ = first_run
     report = work / "reports" / "tiny"
     original = (report / "trials.csv").read_text()
+    pareto = (report / "pareto.csv").read_text()
     for path in report.iterdir():
         path.unlink()
     result = run_cli("report", "--study", "tiny", cwd=work)
     assert result.returncode == 0, result.stderr
     assert (report / "trials.csv").read_text() == original
+    assert (report / "pareto.csv").read_text() == pareto  # recorded seeds, nothing retrained
+    assert "± " in (report / "summary.md").read_text()
     assert (report / "pareto.png").exists()
 
 

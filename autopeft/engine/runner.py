@@ -12,6 +12,8 @@ from ray import tune
 
 from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress
+from autopeft.engine.samplers import check_sampler, make_sampler
+from autopeft.engine.scheduler import MultiObjectiveASHA, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
 from autopeft.errors import AutoPeftError
@@ -19,12 +21,6 @@ from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace
 from autopeft.train.data import SearchData
 from autopeft.train.trial import TrialContext
-
-SAMPLERS = {
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-}
 
 
 @dataclass(frozen=True)
@@ -35,6 +31,9 @@ class EngineSettings:
     address: str | None = None  # None: a local Ray instance
     seed: int = 0
     sampler: str = "tpe"
+    scheduler: str = "none"  # "none" (every trial trains all epochs) or "mo-asha"
+    reduction_factor: float = 3  # mo-asha's η
+    grace_epochs: int = 1  # mo-asha's first rung
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,12 @@ def run_trials(
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_sampler(settings.sampler)
+    check_scheduler(settings.scheduler, settings.reduction_factor, settings.grace_epochs,
+                    context.epochs)
     connect(settings.address)
     cpus, gpus = _resources_per_trial(settings)
     # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
-    sampler = SAMPLERS[settings.sampler](settings.seed + len(study.trials))
+    sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
     searcher = BudgetedOptunaSearch(
         space, sizer, budget_params, study.study_name, study._storage, sampler
     )
@@ -79,6 +80,9 @@ def run_trials(
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
             reuse_actors=True,
+            # No metric/mode here: the searcher was given both objectives, and MO-ASHA reads
+            # score and stored_params from each result itself.
+            scheduler=_scheduler(settings, context.epochs),
         ),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -91,9 +95,11 @@ def run_trials(
     return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
 
 
-def check_sampler(name: str) -> None:
-    if name not in SAMPLERS:
-        raise AutoPeftError(f"unknown sampler '{name}'; choose: {', '.join(SAMPLERS)}")
+def _scheduler(settings: EngineSettings, epochs: int) -> MultiObjectiveASHA | None:
+    """None lets Ray run every trial to its last epoch (its FIFO scheduler)."""
+    if settings.scheduler == "none":
+        return None
+    return MultiObjectiveASHA(epochs, settings.grace_epochs, settings.reduction_factor)
 
 
 def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:

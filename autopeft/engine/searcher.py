@@ -42,7 +42,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         max_rejections: int = 200,
     ):
         super().__init__(
-            space=space,
+            space=space.for_budget(sizer, budget_params),  # knobs fit to the budget need both
             metric=METRICS,
             mode=MODES,
             sampler=sampler,
@@ -118,7 +118,11 @@ class BudgetedOptunaSearch(OptunaSearch):
             return
         results = self._results.pop(trial_id, [])
         if result and not _already_seen(results, result):
+            # e.g. the result a scheduler stopped the trial on: Ray skips on_trial_result then
             results.append(result)
+            curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
+            if curve:
+                ot_trial.set_user_attr(records.ATTR_CURVE, curve)
         last = results[-1] if results else {}
         score = last.get("score")
         finite = isinstance(score, (int, float)) and math.isfinite(score)

@@ -18,7 +18,7 @@ PARETO_PNG = "pareto.png"
 REPORT_FILES: dict[str, str] = {
     SUMMARY_MD: "this summary",
     TRIALS_CSV: "every trial: state, cost, selection metrics, timings and knobs",
-    PARETO_CSV: "the feasible Pareto front with dev-set scores",
+    PARETO_CSV: "the feasible Pareto front with dev-set scores (mean, std, per seed)",
     PARETO_HTML: "interactive score-vs-stored-parameters plot (opens offline)",
     PARETO_PNG: "the same plot as a static image",
 }

@@ -46,3 +46,18 @@ def knob(value: Any) -> str:
 def knobs(values: dict[str, Any], sep: str = ", ") -> str:
     """`r=8, alpha=16, learning_rate=3.00e-04`."""
     return sep.join(f"{name}={knob(v)}" for name, v in sorted(values.items())) or MISSING
+
+
+def dev_score(mean: Any, std: Any = None, seeds: Any = 0) -> str:
+    """A Pareto point's dev score: `0.8123 ± 0.0100 (K=3)` over K retrained seeds.
+
+    K=1 has no spread: `0.8123 (K=1)`; K=0 (the trial artifact evaluated) is the bare score.
+    """
+    if is_missing(mean):
+        return MISSING
+    k = 0 if is_missing(seeds) else int(seeds)
+    if k == 0:
+        return score(mean)
+    if k == 1 or is_missing(std):
+        return f"{score(mean)} (K={k})"
+    return f"{score(mean)} ± {score(std)} (K={k})"

@@ -8,8 +8,14 @@ from optuna.trial import TrialState
 
 from autopeft.report import fmt
 from autopeft.report.files import REPORT_FILES
-from autopeft.report.tables import DEV_SCORE, STATE_INFEASIBLE, row_knobs
-from autopeft.study import StudySetup, study_setup
+from autopeft.report.tables import (
+    DEV_SCORE,
+    DEV_SEEDS,
+    DEV_STD,
+    STATE_INFEASIBLE,
+    row_knobs,
+)
+from autopeft.study import StudySetup, final_runs, study_setup
 
 # Every state a trial row can have, in reading order, with what it means for the user.
 STATE_MEANINGS: dict[str, str] = {
@@ -32,7 +38,7 @@ def render_summary(study: optuna.Study, trials: pd.DataFrame, pareto: pd.DataFra
         _best(pareto, setup),
         _front_table(pareto),
         _files(),
-        _dev_note(),
+        _dev_note(study, pareto),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -80,7 +86,7 @@ def _best(pareto: pd.DataFrame, setup: StudySetup) -> str:
         f"Trial #{row['trial']} ({row['method']}) reached a selection {setup.primary_metric} "
         f"of **{fmt.score(row['score'])}** with {fmt.count(row['stored_params'])} stored "
         f"parameters ({fmt.percent(row['budget_used'])} of the budget); "
-        f"dev score {fmt.score(row[DEV_SCORE])}.\n\n"
+        f"dev score {_dev(row)}.\n\n"
         f"Knobs: {fmt.knobs(row_knobs(row))}."
     )
     return f"## Best selection score\n\n{text}"
@@ -96,7 +102,7 @@ def _front_table(pareto: pd.DataFrame) -> str:
         "stored params",
         "% of budget",
         "selection score",
-        "dev score",
+        "dev score (mean ± std, K seeds)" if (pareto[DEV_SEEDS] > 0).any() else "dev score",
         "key knobs",
     ]
     rows = [
@@ -106,7 +112,7 @@ def _front_table(pareto: pd.DataFrame) -> str:
             fmt.count(row["stored_params"]),
             fmt.percent(row["budget_used"]),
             fmt.score(row["score"]),
-            fmt.score(row[DEV_SCORE]),
+            _dev(row),
             fmt.knobs(row_knobs(row)),
         )
         for _, row in pareto.iterrows()
@@ -119,13 +125,36 @@ def _files() -> str:
     return "## Files\n\n" + "\n".join(lines)
 
 
-def _dev_note() -> str:
-    return (
+def _dev(row: pd.Series) -> str:
+    return fmt.dev_score(row[DEV_SCORE], row.get(DEV_STD), row.get(DEV_SEEDS, 0))
+
+
+def _dev_note(study: optuna.Study, pareto: pd.DataFrame) -> str:
+    text = (
         "## About the dev set\n\n"
         "The search and the Pareto front use only the selection split (held out from the "
         "training data). The dev set was used only to report the Pareto points above, never to "
         "choose them, so the dev scores are not inflated by the search."
     )
+    seeds = pareto[DEV_SEEDS].fillna(0)
+    points = final_runs(study)
+    retrained = [points[int(n)] for n, k in zip(pareto["trial"], seeds, strict=True)
+                 if k > 0 and int(n) in points]
+    if retrained:
+        fidelity = "; ".join(sorted({
+            f"{p['train_samples']:,} examples, {p['epochs']} epoch(s), batch size {p['batch_size']}"
+            for p in retrained}))
+        text += (
+            "\n\nEach point with K seeds was retrained from scratch on the full training data "
+            f"(train + selection split; {fidelity}) once per seed, and each run was scored on "
+            "dev: the dev column is the mean ± sample standard deviation over the K runs "
+            "(`pareto.csv` has each seed's score). The selection score is the search's own "
+            "trial, trained without the selection split."
+        )
+    if (seeds == 0).any() and not pareto.empty:
+        text += ("\n\nA dev score without K is the search trial's own artifact evaluated on "
+                 "dev (`--final-seeds 0`).")
+    return text
 
 
 def _table(header: list[str], rows: list[tuple[str, ...]]) -> str:

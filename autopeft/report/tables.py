@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.study import (
     ATTR_CURVE,
+    ATTR_DERIVED,
     ATTR_ERROR,
     ATTR_EVAL_SECONDS,
     ATTR_HEAD,
@@ -27,6 +28,8 @@ from autopeft.study import (
     STATUS_INFEASIBLE,
     dev_scores,
     feasible_front,
+    final_runs,
+    final_seed_runs,
     study_setup,
 )
 
@@ -41,6 +44,9 @@ STATE_COMPLETE = TrialState.COMPLETE.name
 SELECTION_PREFIX = "selection_"
 DEV_PREFIX = "dev_"
 DEV_SCORE = f"{DEV_PREFIX}{SCORE_KEY}"
+DEV_STD = f"{DEV_SCORE}_std"  # sample std over the retrained seeds (NaN under two seeds)
+DEV_SEEDS = f"{DEV_PREFIX}seeds"  # K retrained seeds; 0: the trial artifact was evaluated
+DEV_SEED_SCORES = f"{DEV_PREFIX}seed_scores"  # "0.8012;0.8123": each seed's score, in order
 
 # Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
 _INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
@@ -61,7 +67,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     budget = study_setup(study).budget_params
     trials = study.get_trials(deepcopy=False)
     metrics = sorted({m for t in trials for m in _metrics(t) if m != SCORE_KEY})
-    knobs = sorted({p for t in trials for p in t.params if p != METHOD_PARAM})
+    knobs = sorted({p for t in trials for p in _knob_values(t) if p != METHOD_PARAM})
     columns = [
         *_LEAD_COLUMNS,
         *(f"{SELECTION_PREFIX}{m}" for m in metrics),
@@ -73,20 +79,40 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def pareto_frame(study: optuna.Study) -> pd.DataFrame:
-    """The feasible front's rows, cheapest first, with the dev scores reported for them."""
+    """The feasible front's rows, cheapest first, with the dev scores reported for them.
+
+    A point retrained with K seeds (``--final-seeds``) gets the mean over its seeds in the dev
+    columns, the sample std in `dev_score_std`, K in `dev_seeds` and each seed's score in
+    `dev_seed_scores`; otherwise its trial artifact's dev metrics with `dev_seeds` 0.
+    """
     trials = trials_frame(study)
     front = [t.number for t in feasible_front(study)]
-    dev = dev_scores(study)
-    dev_metrics = sorted({m for n in front for m in dev.get(n, {}) if m != SCORE_KEY})
+    dev = {n: _dev_of_point(n, study) for n in front}
+    dev_metrics = sorted({m for n in front for m in dev[n][0] if m != SCORE_KEY})
     dev_columns = [DEV_SCORE, *(f"{DEV_PREFIX}{m}" for m in dev_metrics)]
 
     pareto = trials.set_index("trial", drop=False).loc[front].reset_index(drop=True)
     for column in dev_columns:
         key = column.removeprefix(DEV_PREFIX)
-        pareto[column] = [_number(dev.get(n, {}).get(key)) for n in front]
+        pareto[column] = [_number(dev[n][0].get(key)) for n in front]
     pareto = pareto.astype({c: "float64" for c in dev_columns})
+    pareto[DEV_STD] = pd.Series([_number(dev[n][1]) for n in front], dtype="float64")
+    pareto[DEV_SEEDS] = pd.Series([dev[n][2] for n in front], dtype="Int64")
+    pareto[DEV_SEED_SCORES] = pd.Series([dev[n][3] for n in front], dtype="object")
     # Stable sort keeps feasible_front's tie-break (higher score first at equal cost).
     return pareto.sort_values("stored_params", kind="stable").reset_index(drop=True)
+
+
+def _dev_of_point(number: int, study: optuna.Study) -> tuple[dict[str, Any], Any, int, str]:
+    """(mean dev metrics, std of the score, seeds, per-seed scores) of one Pareto point."""
+    point = final_runs(study).get(number)
+    runs = final_seed_runs(point) if point else []
+    if not runs:
+        return dev_scores(study).get(number, {}), None, 0, ""
+    metrics = sorted({m for r in runs for m in r["metrics"]})
+    means = {m: sum(_number(r["metrics"].get(m)) for r in runs) / len(runs) for m in metrics}
+    per_seed = ";".join(f"{_number(r['metrics'].get(SCORE_KEY)):.4f}" for r in runs)
+    return means, point.get("score_std"), len(runs), per_seed
 
 
 def knob_columns(frame: pd.DataFrame) -> list[str]:
@@ -133,8 +159,14 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         "error": attrs.get(ATTR_ERROR),
     }
     row.update({f"{SELECTION_PREFIX}{m}": _number(selection.get(m)) for m in metrics})
-    row.update({k: v for k, v in trial.params.items() if k != METHOD_PARAM})
+    row.update({k: v for k, v in _knob_values(trial).items() if k != METHOD_PARAM})
     return row
+
+
+def _knob_values(trial: FrozenTrial) -> dict[str, Any]:
+    """Sampled params plus the knobs fit to the budget (derived from `<method>.budget_fraction`)."""
+    derived = trial.user_attrs.get(ATTR_DERIVED)
+    return {**trial.params, **(derived if isinstance(derived, dict) else {})}
 
 
 def _metrics(trial: FrozenTrial) -> dict[str, Any]:

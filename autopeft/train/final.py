@@ -1,16 +1,156 @@
-"""Final numbers: Pareto points evaluated on the dev set, after the search has chosen them."""
+"""Final numbers: Pareto points evaluated on the dev set, after the search has chosen them.
+
+Two ways, chosen by ``--final-seeds K``:
+
+* K >= 1 (default 3): each point is retrained from scratch on the full training data (train +
+  the selection split, capped like the search) with K seeds, through the same training path as
+  a trial (:func:`autopeft.train.trial.fit_candidate`), and each run is evaluated on dev. The
+  report shows the mean ± std over seeds. Runs go one after another in the driver process (a
+  Ray-parallel version is a later improvement); each run is recorded as soon as it finishes.
+* K = 0: each point's trial artifact (trained on the search's train split) is evaluated on dev.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
+from rich.console import Console
 
 from autopeft import study as records
-from autopeft.artifacts import load_artifact
-from autopeft.tasks import TaskSpec
+from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.space import candidate_from_params
+from autopeft.tasks import TaskSpec, get_task
 from autopeft.train.data import TokenizedSplit
 from autopeft.train.loop import evaluate
+from autopeft.train.trial import ARTIFACTS_SUBDIR, TrialContext, artifact_name, fit_candidate
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    seeds: int = 3  # K runs per Pareto point
+    epochs: int | None = None  # --final-epochs; None: each trial's own epochs
+    save_first: bool = True  # keep seed 0's delta as artifacts/trial-NNNN-final-s0
+
+
+def final_seed(study_seed: int, trial_number: int, index: int) -> int:
+    """Seed of run `index` of a point: from the study seed and trial number, distinct per index."""
+    entropy = [study_seed & 0xFFFFFFFF, trial_number, index, 0xF1A1]  # tag: not a trial's seed
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def final_artifact_name(trial_number: int, index: int) -> str:
+    return f"{artifact_name(trial_number)}-final-s{index}"
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One Pareto point to retrain: its candidate, and the settings of its final runs."""
+
+    trial: optuna.trial.FrozenTrial
+    candidate: dict[str, Any]
+    context: TrialContext
+    fidelity: dict[str, int]  # what a recorded run must match to count as finished
+
+
+def _point(trial: optuna.trial.FrozenTrial, context: TrialContext, settings: FinalSettings,
+           train_samples: int) -> _Point:
+    candidate = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
+    # The trial's own epochs and batch size (a method's space block may set them), so the final
+    # runs train like the search did, on more data; --final-epochs overrides the epochs.
+    training = dict(candidate.pop("training", {}))
+    if settings.epochs is not None:
+        training["epochs"] = settings.epochs
+    run_context = dataclasses.replace(context, **training)
+    fidelity = {"epochs": run_context.epochs, "batch_size": run_context.batch_size,
+                "train_samples": train_samples}
+    return _Point(trial, candidate, run_context, fidelity)
+
+
+def retrain_front(
+    study: optuna.Study,
+    train: TokenizedSplit,
+    dev: TokenizedSplit,
+    tokenizer,
+    context: TrialContext,
+    settings: FinalSettings,
+    console: Console | None = None,
+) -> int:
+    """Retrain each feasible Pareto point with `settings.seeds` seeds, each scored on dev.
+
+    Seeds already recorded at the same fidelity are skipped. Returns how many runs were trained.
+    """
+    console = console or Console(stderr=True)
+    task = get_task(context.task)
+    points = [_point(t, context, settings, len(train)) for t in records.feasible_front(study)]
+    todo = [(point, index) for point in points for index in range(settings.seeds)
+            if records.finished_final_run(study, point.trial.number, index, point.fidelity)
+            is None]
+    epochs = "/".join(str(e) for e in sorted({p.fidelity["epochs"] for p in points}))
+    console.print(
+        f"final: {len(points)} Pareto point(s) × {settings.seeds} seed(s), retrained on "
+        f"{len(train)} examples (train + selection), {epochs or context.epochs} epoch(s), "
+        f"scored on {len(dev)} dev examples; {len(todo)} run(s) to go, one at a time in this "
+        "process"
+    )
+    for point, index in todo:
+        run = _retrain_once(point, index, train, dev, tokenizer, task, settings)
+        recorded = records.record_final_run(study, point.trial.number, index, run,
+                                            point.fidelity)
+        console.print(
+            f"[green]✔[/green] final trial {point.trial.number} {point.candidate['method']} "
+            f"seed {index + 1}/{settings.seeds}: dev {run['metrics']['score']:.4f} "
+            f"(mean {recorded['score_mean']:.4f} over {recorded['seeds']}) · "
+            f"{run['seconds']:.1f}s",
+            highlight=False,
+        )
+    return len(todo)
+
+
+def _retrain_once(
+    point: _Point,
+    index: int,
+    train: TokenizedSplit,
+    dev: TokenizedSplit,
+    tokenizer,
+    task: TaskSpec,
+    settings: FinalSettings,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    trial, candidate, context = point.trial, point.candidate, point.context
+    seed = final_seed(context.seed, trial.number, index)
+    # A rank-flexible method keeps the rank the search chose on the selection split.
+    rank = (trial.user_attrs.get(records.ATTR_METRICS) or {}).get(f"{candidate['method']}_rank")
+    trained = fit_candidate(candidate, train, None, tokenizer, context, seed,
+                            rank=None if rank is None else int(rank))
+    metrics = evaluate(trained.model, dev, tokenizer, task, trained.settings.eval_batch_size)
+    run: dict[str, Any] = {
+        "seed": seed,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "seconds": time.perf_counter() - started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if settings.save_first and index == 0:
+        name = final_artifact_name(trial.number, index)
+        save_artifact(Path(context.study_dir) / ARTIFACTS_SUBDIR / name, trained.method,
+                      trained.model, {
+                          "model": context.model.name,
+                          "task": context.task,
+                          "num_labels": task.num_labels,
+                          "stored_params": trained.method.stored_params(trained.model),
+                          "head_params": trained.method.head_params(trained.model),
+                          "dev_metrics": run["metrics"],
+                          "seed": seed,
+                          "train_samples": len(train),
+                      })
+        run["artifact"] = f"{ARTIFACTS_SUBDIR}/{name}"
+    return run
 
 
 def evaluate_front_on_dev(
@@ -21,7 +161,7 @@ def evaluate_front_on_dev(
     task: TaskSpec,
     trust_remote_code: bool = False,
 ) -> dict[int, dict[str, float]]:
-    """Dev metrics of each Pareto trial not evaluated yet; recorded in the study."""
+    """Dev metrics of each Pareto trial's artifact not evaluated yet; recorded in the study."""
     done = records.dev_scores(study)
     scores = {}
     for trial in records.feasible_front(study):

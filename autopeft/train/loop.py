@@ -60,13 +60,17 @@ def fit(
     model: nn.Module,
     method: Method,
     train: TokenizedSplit,
-    selection: TokenizedSplit,
+    selection: TokenizedSplit | None,
     tokenizer,
     task: TaskSpec,
     settings: LoopSettings,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
 ) -> list[EpochResult]:
-    """Train for `settings.epochs`, evaluating on the selection split after each epoch."""
+    """Train for `settings.epochs`, evaluating on the selection split after each epoch.
+
+    With `selection` None (the final retraining, whose train set includes the selection split)
+    no epoch is evaluated and each result's metrics are empty.
+    """
     device = pick_device()
     model.to(device)
     loader = train_loader(train, tokenizer, settings.batch_size, settings.seed)
@@ -98,7 +102,8 @@ def fit(
             losses.append(loss.item())
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        metrics = evaluate(model, selection, tokenizer, task, settings.eval_batch_size)
+        metrics = ({} if selection is None
+                   else evaluate(model, selection, tokenizer, task, settings.eval_batch_size))
         result = EpochResult(
             epoch=epoch,
             metrics=metrics,

@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from autopeft.artifacts import save_artifact
 from autopeft.budget import count_params, trainable_line
 from autopeft.errors import AutoPeftError
-from autopeft.methods import build_method
+from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
 from autopeft.tasks import get_task
-from autopeft.train.data import SearchData, SplitBatches
+from autopeft.train.data import SearchData, SplitBatches, TokenizedSplit
 from autopeft.train.loop import EpochResult, LoopSettings, evaluate, fit, pick_device
 
 
@@ -45,6 +46,69 @@ def artifact_name(trial_number: int) -> str:
     return f"trial-{trial_number:04d}"
 
 
+@dataclass
+class Trained:
+    """A candidate after training: the method, the model it was applied to, the last epoch."""
+
+    method: Method
+    model: nn.Module
+    last: EpochResult  # metrics on the selection split (empty when there was none)
+    settings: LoopSettings
+
+
+def fit_candidate(
+    candidate: dict[str, Any],
+    train: TokenizedSplit,
+    selection: TokenizedSplit | None,
+    tokenizer,
+    context: TrialContext,
+    seed: int,
+    *,
+    on_built: Callable[[Method, nn.Module], None] | None = None,
+    on_epoch_end: Callable[[EpochResult], Any] | None = None,
+    rank: int | None = None,
+) -> Trained:
+    """The one training path of a candidate ({"method", "knobs"}), for trials and final runs.
+
+    Seeds torch, applies the method to a freshly loaded backbone (head initialised from
+    `seed`), lets it prepare on `train`, then trains `context.epochs` epochs of
+    `context.batch_size` with the method's optimiser knobs and the same `seed` for data order.
+    `on_built` sees the model before training (the trial checks the budget there).
+    Rank-flexible methods (DyLoRA) get their evaluation rank from `rank` when given (fixed by
+    the search), else they choose it on `selection`.
+    """
+    task = get_task(context.task)
+    torch.manual_seed(seed)
+    method = build_method(candidate["method"], candidate["knobs"])
+    model = method.apply(load_model(context.model, task.num_labels, seed=seed)).to(pick_device())
+    method.prepare(model, SplitBatches(train, tokenizer, pick_device(), seed))
+    if on_built is not None:
+        on_built(method, model)
+    settings = LoopSettings(
+        epochs=context.epochs,
+        batch_size=context.batch_size,
+        learning_rate=method.config.learning_rate,
+        warmup_ratio=method.config.warmup_ratio,
+        weight_decay=method.config.weight_decay,
+        seed=seed,
+    )
+    history = fit(model, method, train, selection, tokenizer, task, settings,
+                  on_epoch_end=on_epoch_end)
+    last = history[-1]
+    select_rank = getattr(method, "select_rank", None)
+    if select_rank is not None and rank is not None:
+        method.eval_rank = rank  # the rank used when not training, as select_rank sets it
+        last = dataclasses.replace(last, metrics={**last.metrics, f"{method.name}_rank": rank})
+    elif select_rank is not None and selection is not None:  # choose the rank, store only it
+        rank, metrics = select_rank(
+            model,
+            lambda: evaluate(model, selection, tokenizer, task, settings.eval_batch_size),
+            score=lambda m: m["score"],
+        )
+        last = dataclasses.replace(last, metrics={**metrics, f"{method.name}_rank": rank})
+    return Trained(method=method, model=model, last=last, settings=settings)
+
+
 def run_trial(
     candidate: dict[str, Any],
     data: SearchData,
@@ -56,24 +120,22 @@ def run_trial(
     The last report carries `final: True`; a trial stopped before it was early-stopped.
     """
     started = time.perf_counter()
+    # a method's search-space block may set its own epochs / batch size (search trials only)
+    context = dataclasses.replace(context, **candidate.get("training", {}))
     if context.threads:
         torch.set_num_threads(context.threads)
-    task = get_task(context.task)
     number = int(candidate["trial_number"])
-    seed = context.seed + number
-    torch.manual_seed(seed)
+    counts: dict[str, Any] = {}
 
-    method = build_method(candidate["method"], candidate["knobs"])
-    model = method.apply(load_model(context.model, task.num_labels, seed=seed)).to(pick_device())
-    method.prepare(model, SplitBatches(data.train, data.tokenizer, pick_device(), seed))
-    stored, head = method.stored_params(model), method.head_params(model)
-    if stored > context.budget_params:  # the searcher checks first; this guards the invariant
-        raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
-    counts = {
-        "stored_params": stored,
-        "head_params": head,
-        "trainable_line": trainable_line(count_params(model, True), count_params(model)),
-    }
+    def check_budget(method: Method, model: nn.Module) -> None:
+        stored, head = method.stored_params(model), method.head_params(model)
+        if stored > context.budget_params:  # the searcher checks first; this guards the invariant
+            raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
+        counts.update({
+            "stored_params": stored,
+            "head_params": head,
+            "trainable_line": trainable_line(count_params(model, True), count_params(model)),
+        })
 
     def report_epoch(result: EpochResult, **extra: Any) -> None:
         report({
@@ -85,39 +147,27 @@ def run_trial(
             "train_loss": result.train_loss,
             "train_seconds": result.train_seconds,
             "eval_seconds": result.eval_seconds,
+            # wall time so far, so a trial stopped early (pruned) has one recorded too
+            "trial_seconds": time.perf_counter() - started,
             "final": False,
             **extra,
         })
 
-    settings = LoopSettings(
-        epochs=context.epochs,
-        batch_size=context.batch_size,
-        learning_rate=method.config.learning_rate,
-        warmup_ratio=method.config.warmup_ratio,
-        weight_decay=method.config.weight_decay,
-        seed=seed,
-    )
-    history = fit(
-        model, method, data.train, data.selection, data.tokenizer, task, settings,
+    trained = fit_candidate(
+        candidate, data.train, data.selection, data.tokenizer, context,
+        seed=context.seed + number,
+        on_built=check_budget,
         on_epoch_end=lambda r: r.epoch < context.epochs and report_epoch(r),
     )
-    last = history[-1]
-    select_rank = getattr(method, "select_rank", None)
-    if select_rank is not None:  # rank-flexible methods (DyLoRA): choose the rank, store only it
-        rank, metrics = select_rank(
-            model,
-            lambda: evaluate(model, data.selection, data.tokenizer, task, settings.eval_batch_size),
-            score=lambda m: m["score"],
-        )
-        last = dataclasses.replace(last, metrics={**metrics, f"{method.name}_rank": rank})
+    method, model, last = trained.method, trained.model, trained.last
     allocation = summarize(method.changed_entries(model), backbone_sizes(model))
     artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
     save_artifact(artifact, method, model, {
         "model": context.model.name,
         "task": context.task,
-        "num_labels": task.num_labels,
-        "stored_params": stored,
-        "head_params": head,
+        "num_labels": get_task(context.task).num_labels,
+        "stored_params": counts["stored_params"],
+        "head_params": counts["head_params"],
         "selection_metrics": last.metrics,
     })
     report_epoch(

@@ -1,0 +1,199 @@
+"""Warm start: a search first tries another study's Pareto configurations, adapted to itself.
+
+A front found for one task, model or budget is a strong first guess for a related search, and
+trying it costs a few trials instead of a sampler's slow start. The configurations keep their
+method and knobs but must be valid here: methods outside this search are dropped, knob values
+are clipped or snapped into this space's ranges, and a configuration over this budget has its
+size knobs shrunk to the values nearest its own that fit (measured, never assumed), or is
+dropped when nothing fits. The source study is only read (`records.read_study`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from autopeft import study as records
+from autopeft.errors import AutoPeftError
+from autopeft.methods import get_method_class
+from autopeft.sizing import Sizer
+from autopeft.space import (
+    FRACTION,
+    METHOD_PARAM,
+    KnobRange,
+    SearchSpace,
+    candidate_from_params,
+    param_name,
+)
+
+
+@dataclass
+class WarmStart:
+    """What a warm start did, for the one line the search prints."""
+
+    source: str
+    enqueued: int = 0
+    shrunk: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    already: int = 0  # adapted configurations this study already had (a resumed search)
+
+    def describe(self) -> str:
+        line = f"warm start from '{self.source}': {self.enqueued} configuration(s) enqueued"
+        if self.shrunk:
+            line += f" ({len(self.shrunk)} shrunk to fit: {'; '.join(self.shrunk)})"
+        if self.already:
+            line += f", {self.already} already in this study"
+        line += f", {len(self.dropped)} dropped"
+        return line + (f" ({'; '.join(self.dropped)})" if self.dropped else "")
+
+
+def load_front(name: str, storage: str | None, studies_dir: str | Path) -> list[FrozenTrial]:
+    """The Pareto configurations of the study to warm-start from; one line when it is missing."""
+    try:
+        return records.feasible_front(records.read_study(name, storage, Path(studies_dir)))
+    except AutoPeftError as exc:
+        raise AutoPeftError(f"--warm-start: {exc}") from None
+
+
+def warm_start(study: optuna.Study, source: str, front: list[FrozenTrial], space: SearchSpace,
+               sizer: Sizer, budget: int) -> WarmStart:
+    """Enqueue the adapted `front` in `study`, ahead of anything enqueued later."""
+    if any(space.fit_knob(m) for m in space.methods):
+        space = space.for_budget(sizer, budget)  # deriving a fit_budget knob needs the budget
+    outcome = WarmStart(source)
+    seen: list[dict[str, Any]] = []
+    for trial in front:
+        params, note = adapt(trial, space, sizer, budget)
+        if params is None:
+            outcome.dropped.append(note)
+            continue
+        if params in seen:
+            continue  # two source points may adapt to the same configuration
+        seen.append(params)
+        before = len(study.trials)
+        study.enqueue_trial(params, skip_if_exists=True)
+        if len(study.trials) == before:
+            outcome.already += 1
+            continue
+        outcome.enqueued += 1
+        if note:
+            outcome.shrunk.append(note)
+    return outcome
+
+
+def adapt(trial: FrozenTrial, space: SearchSpace, sizer: Sizer, budget: int
+          ) -> tuple[dict[str, Any] | None, str]:
+    """Optuna params of `trial`'s configuration in this space and budget, and a note.
+
+    (params, "") as is or clipped into the space; (params, "what shrank") when size knobs had to
+    shrink; (None, why) when the configuration cannot be used here.
+    """
+    source = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
+    method = source["method"]
+    label = f"trial {trial.number} {method}"
+    if method not in space.methods:
+        return None, f"{label}: not in this search"
+    ranges, allowed = space.methods[method], space.allowed.get(method, {})
+    declared = {k.name: k for k in get_method_class(method).config_class.knobs()}
+    fit = space.fit_knob(method)
+    knobs: dict[str, Any] = {}
+    for knob, spec in ranges.items():
+        if knob != fit and spec.applies(knobs):
+            wanted = source["knobs"].get(knob, declared[knob].default)
+            knobs[knob] = spec.clip(wanted, allowed.get(knob))
+    params: dict[str, Any] = {METHOD_PARAM: method}
+    fraction = None
+    if fit is not None:  # the space derives it from a budget fraction: ask for the same size
+        wanted = ranges[fit].clip(source["knobs"].get(fit, declared[fit].default))
+        stored = _stored(sizer, method, {**knobs, fit: wanted})
+        fraction = space.fractions[method].clip(1.0 if stored is None else stored / budget)
+        params[param_name(method, FRACTION)] = fraction
+
+    def size(values: dict[str, Any]) -> int | None:
+        if fit is not None:
+            values = {**values, fit: space.derive(method, values, fraction)}
+        return _stored(sizer, method, values)
+
+    shrinkable = [k for k in knobs if declared[k].affects_size and declared[k].type in (int, float)
+                  and not isinstance(knobs[k], bool)]
+    fitted = _shrink(knobs, shrinkable, ranges, allowed, size, budget)
+    stored = size(fitted)
+    if stored is None:
+        return None, f"{label}: cannot apply to this model"
+    if stored > budget:
+        return None, f"{label}: stores {stored:,} params at its smallest, over {budget:,}"
+    params.update({param_name(method, k): v for k, v in fitted.items()})
+    for knob, spec in space.training.get(method, {}).items():
+        if knob in source.get("training", {}) and spec.applies(fitted):
+            params[param_name(method, knob)] = spec.clip(source["training"][knob])
+    changes = [f"{k} {knobs[k]}→{fitted[k]}" for k in shrinkable if fitted[k] != knobs[k]]
+    return params, f"{label} {', '.join(changes)}" if changes else ""
+
+
+def _shrink(knobs: dict[str, Any], names: list[str], ranges: dict[str, KnobRange],
+            allowed: dict[str, tuple], size: Callable[[dict], int | None], budget: int
+            ) -> dict[str, Any]:
+    """Size knobs moved, one at a time, to the fitting value nearest the configuration's own.
+
+    The first pass may push a knob to its least-storing end so the next knobs can fit; the
+    second gives each knob back as much as the others now leave room for.
+    """
+    fitted = dict(knobs)
+    if not names or _fits(size(fitted), budget):
+        return fitted
+    for _ in range(2):
+        for name in names:
+            def size_with(value: Any, name: str = name) -> int | None:
+                return size({**fitted, name: value})
+
+            fitted[name] = _nearest_fitting(ranges[name], allowed.get(name), knobs[name],
+                                            size_with, budget)
+    return fitted
+
+
+def _nearest_fitting(spec: KnobRange, allowed: tuple | None, original: Any,
+                     size: Callable[[Any], int | None], budget: int) -> Any:
+    """The allowed value nearest `original` that fits; else the least-storing one."""
+    choices = allowed or spec.choices
+    if choices is not None:
+        sized = [(s, c) for c in choices if (s := size(c)) is not None]
+        fitting = [c for s, c in sized if s <= budget]
+        if fitting:
+            return min(fitting, key=lambda c: abs(c - original))
+        return min(sized, key=lambda sc: sc[0])[1] if sized else original
+    low, high = spec.type(spec.low), spec.type(spec.high)
+    end = min((low, high), key=lambda v: _or_inf(size(v)))  # the least-storing end
+    if _fits(size(original), budget) or not _fits(size(end), budget):
+        return original if _fits(size(original), budget) else end
+    if spec.type is int:  # from the original toward the end: over budget, then fitting
+        step = 1 if end > original else -1
+        path = range(original, end + step, step)
+        return path[bisect.bisect_left(path, True, key=lambda v: _fits(size(v), budget))]
+    inside, outside = float(end), float(original)
+    for _ in range(50):
+        middle = (inside + outside) / 2
+        inside, outside = (middle, outside) if _fits(size(middle), budget) else (inside, middle)
+    return inside
+
+
+def _stored(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | None:
+    """Stored params; None when the knobs are invalid or the method cannot apply to the model."""
+    try:
+        return sizer.measure(method, knobs).stored_params
+    except AutoPeftError:
+        return None
+
+
+def _fits(stored: int | None, budget: int) -> bool:
+    return stored is not None and stored <= budget
+
+
+def _or_inf(stored: int | None) -> float:
+    return math.inf if stored is None else stored
