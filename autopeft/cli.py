@@ -46,7 +46,7 @@ def search(
     batch_size: int = 32,
     sampler: Annotated[str, typer.Option(
         help="tpe, nsga2, gp (Gaussian process, logEHVI), random, or qnehvi (BoTorch; "
-             "pip install 'autopeft[bo]')")] = "tpe",
+             "pip install 'autopeft\\[bo]')")] = "tpe",
     warm_start: Annotated[str | None, typer.Option(
         help="study (same --studies-dir/--storage; any task or model) whose Pareto "
              "configurations are tried first, adapted to this space and budget")] = None,

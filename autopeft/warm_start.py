@@ -109,11 +109,12 @@ def adapt(trial: FrozenTrial, space: SearchSpace, sizer: Sizer, budget: int
             wanted = source["knobs"].get(knob, declared[knob].default)
             knobs[knob] = spec.clip(wanted, allowed.get(knob))
     params: dict[str, Any] = {METHOD_PARAM: method}
-    fraction = None
+    fraction, wanted, over = None, None, False
     if fit is not None:  # the space derives it from a budget fraction: ask for the same size
         wanted = ranges[fit].clip(source["knobs"].get(fit, declared[fit].default))
         stored = _stored(sizer, method, {**knobs, fit: wanted})
         fraction = space.fractions[method].clip(1.0 if stored is None else stored / budget)
+        over = stored is None or stored > budget
         params[param_name(method, FRACTION)] = fraction
 
     def size(values: dict[str, Any]) -> int | None:
@@ -134,6 +135,8 @@ def adapt(trial: FrozenTrial, space: SearchSpace, sizer: Sizer, budget: int
         if knob in source.get("training", {}) and spec.applies(fitted):
             params[param_name(method, knob)] = spec.clip(source["training"][knob])
     changes = [f"{k} {knobs[k]}→{fitted[k]}" for k in shrinkable if fitted[k] != knobs[k]]
+    if over:  # the derived knob came out smaller than the source's
+        changes.append(f"{fit} {wanted}→{space.derive(method, fitted, fraction)}")
     return params, f"{label} {', '.join(changes)}" if changes else ""
 
 

@@ -41,6 +41,8 @@ def base_args(tiny_bert, mrpc_dir):
         (["--task", "mrpc", "--budget", "1%", "--trials", "0"], ["--trials must be at least 1"]),
         (["--task", "mrpc", "--budget", "10", "--methods", "lora"],
          ["no method fits the budget of 10 params"]),
+        (["--task", "mrpc", "--budget", "1%", "--sampler", "cmaes"],
+         ["unknown sampler 'cmaes'; choose: tpe, nsga2, gp, random, qnehvi"]),
     ],
 )
 def test_bad_search_input(tmp_path, base_args, extra, needles):

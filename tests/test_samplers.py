@@ -25,7 +25,7 @@ methods:
     targets: {choices: [qv, all]}
     learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}
 """
-PROPOSALS = 13  # past the model-based samplers' 10 startup trials
+PROPOSALS = 12  # two past the model-based samplers' 10 startup trials
 HAS_BOTORCH = all(importlib.util.find_spec(m) for m in ("botorch", "optuna_integration"))
 AVAILABLE = [name for name in SAMPLERS if name != "qnehvi" or HAS_BOTORCH]
 
