@@ -1,0 +1,177 @@
+"""Search quality: hypervolume per sampler, with and without MO-ASHA, against random search.
+
+Each setting runs the same number of trials with the same seeds. The front is scored by its
+hypervolume over (error = 1 - selection score, stored params / budget), both minimised, with
+the reference point (1, 1): a candidate that is always wrong and uses the whole budget adds
+nothing. Compute = summed in-trial train + eval seconds of every trial, pruned ones included.
+
+Suites:
+  tiny   - synthetic keyword tasks (MRPC layout, sentence pairs built from MRPC's vocabulary,
+           label = a keyword occurs) of graded difficulty, on a tiny random BERT; several seeds.
+  minilm - MiniLM on MRPC at reduced fidelity (slow on a CPU: minutes per trial).
+
+Targets (issue 5): the default configuration (TPE) >= 1.15x random's hypervolume at equal
+trials; with the scheduler, random's final hypervolume reached with <= 50% of its compute.
+
+    python benchmarks/search_quality.py [--suite tiny] [--trials 12] [--seeds 0 1]
+        [--samplers tpe nsga2 gp random] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from autopeft.api import SearchRequest, search  # noqa: E402
+from autopeft.testing import build_tiny_bert  # noqa: E402
+
+MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
+HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+KEYWORDS = ["merger", "lawsuit", "earnings", "storm", "election", "vaccine"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    sampler: str
+    scheduler: str  # "none" or "mo-asha"
+
+    @property
+    def label(self) -> str:
+        return self.sampler + (" + MO-ASHA" if self.scheduler != "none" else "")
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float] = (1.0, 1.0)
+                ) -> float:
+    """Area dominated by `points` (both coordinates minimised) inside the box up to `ref`.
+
+    Written out because the 2-D case is a sort and a sweep; Optuna's implementation is private.
+    """
+    inside = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
+    area, best_y = 0.0, ref[1]
+    for i, (x, y) in enumerate(inside):
+        if y >= best_y:
+            continue
+        next_x = next((nx for nx, ny in inside[i + 1:] if ny < y), ref[0])
+        area += (next_x - x) * (ref[1] - y)
+        best_y = y
+    return area
+
+
+def synthetic_task(directory: Path, keywords: int, noise: float, seed: int) -> Path:
+    """Sentence pairs from MRPC's words; label 1 when one of `keywords` keywords occurs."""
+    rng = random.Random(seed)
+    words = [w for line in (MRPC / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
+             for w in line.split("\t")[3].split() if w.isalpha() and w.lower() not in KEYWORDS]
+    chosen = KEYWORDS[:keywords]
+
+    def row(i: int) -> list[str]:
+        label = i % 2
+        first = rng.sample(words, 8)
+        if label:
+            first[rng.randrange(8)] = rng.choice(chosen)
+        shown = label if rng.random() >= noise else 1 - label
+        return [str(shown), str(i), str(i + 1), " ".join(first), " ".join(rng.sample(words, 8))]
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", 800), ("dev", 200)):
+        with open(directory / f"{split}.tsv", "w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+            writer.writerow(HEADER)
+            writer.writerows(row(i) for i in range(size))
+    return directory
+
+
+def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, args) -> dict:
+    request = SearchRequest(
+        task="mrpc", budget=args.budget, model=model, data_dir=str(data_dir),
+        methods=args.methods, trials=args.trials, epochs=args.epochs, seed=seed,
+        sampler=setting.sampler, scheduler=setting.scheduler, reduction_factor=3,
+        grace_epochs=1, final_seeds=0, max_train_samples=args.max_train_samples,
+        study=f"{setting.sampler}-{setting.scheduler}-s{seed}",
+        studies_dir=str(work / "studies"), reports_dir=str(work / "reports"),
+    )
+    result = search(request, console=Console(quiet=True))
+    trials = pd.read_csv(result.report_dir / "trials.csv")
+    trials = trials[trials.state.isin(["COMPLETE", "PRUNED"])].sort_values("trial")
+    compute = (trials.train_seconds + trials.eval_seconds).cumsum().tolist()
+    complete = trials.state == "COMPLETE"
+    points = list(zip(1 - trials.score, trials.budget_used, strict=True))
+    # hypervolume after each trial, counting only trials that finished (pruned ones never count)
+    curve = [hypervolume([pt for pt, c in zip(points[:i + 1], complete[:i + 1], strict=True)
+                          if c]) for i in range(len(points))]
+    return {"hv": curve[-1] if curve else 0.0, "curve": curve, "compute": compute}
+
+
+def compute_to_reach(outcome: dict, target: float) -> float | None:
+    for hv, spent in zip(outcome["curve"], outcome["compute"], strict=True):
+        if hv >= target:
+            return spent
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", choices=("tiny", "minilm"), default="tiny")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "gp", "random"])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--budget", default="5%")
+    parser.add_argument("--methods", default="lora,bitfit,adapter_houlsby,fish")
+    parser.add_argument("--max-train-samples", type=int, default=None)
+    args = parser.parse_args()
+    settings = [Setting(s, "none") for s in args.samplers]
+    settings += [Setting(s, "mo-asha") for s in ("tpe", "random") if s in args.samplers]
+
+    results: dict[str, list[tuple[dict, dict]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.suite == "tiny":
+            model = str(build_tiny_bert(work / "tiny-bert"))
+            tasks = {f"keywords={k},noise={n}": synthetic_task(work / f"task-{k}-{n}", k, n, 7)
+                     for k, n in ((1, 0.0), (3, 0.1))}
+        else:
+            model, tasks = "sentence-transformers/all-MiniLM-L6-v2", {"mrpc": MRPC}
+            args.max_train_samples = args.max_train_samples or 480
+        for task, data_dir in tasks.items():
+            for seed in args.seeds:
+                for setting in settings:
+                    outcome = run(setting, model, data_dir, work / task, seed, args)
+                    results.setdefault(setting.label, []).append((outcome, {"task": task,
+                                                                            "seed": seed}))
+                    print(f"{task} seed {seed} {setting.label}: hv {outcome['hv']:.4f} "
+                          f"compute {outcome['compute'][-1]:.0f}s", flush=True)
+
+    random_runs = results["random"]
+    print(f"\nsearch quality ({args.suite} suite, {args.trials} trials, seeds {args.seeds}, "
+          f"budget {args.budget}; hypervolume of (1 - score, stored/budget), reference (1, 1))")
+    print(f"{'setting':<18}{'mean hv':>9}{'hv/random':>10}{'compute s':>11}"
+          f"{'compute to random hv':>22}")
+    for label, runs in results.items():
+        ratios, reach = [], []
+        for (outcome, _), (base, _) in zip(runs, random_runs, strict=True):
+            ratios.append(outcome["hv"] / base["hv"] if base["hv"] else float("nan"))
+            spent = compute_to_reach(outcome, base["hv"])
+            reach.append(spent / base["compute"][-1] if spent is not None else float("nan"))
+        mean_hv = sum(o["hv"] for o, _ in runs) / len(runs)
+        compute = sum(o["compute"][-1] for o, _ in runs) / len(runs)
+        reached = pd.Series(reach)
+        print(f"{label:<18}{mean_hv:>9.4f}{pd.Series(ratios).mean():>10.2f}{compute:>11.0f}"
+              f"{reached.mean():>21.0%}" + (" (not reached in some runs)"
+                                             if reached.isna().any() else ""))
+    print("targets: tpe >= 1.15x random's hypervolume; with MO-ASHA, random's final hypervolume "
+          "reached with <= 50% of random's compute")
+
+
+if __name__ == "__main__":
+    main()
