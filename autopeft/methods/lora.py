@@ -11,10 +11,9 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.targets import ROLE_SETS, head_module_names, resolve_roles
+from autopeft.methods.targets import head_module_names, resolve_target_set
 
 
 @dataclass
@@ -33,7 +32,7 @@ class Lora(Method):
 
     def _peft_config(self, model: nn.Module) -> PeftLoraConfig:
         cfg: LoraConfig = self.config
-        targets = resolve_roles(model, ROLE_SETS[cfg.targets])
+        targets, transposed = resolve_target_set(model, cfg.targets)
         return PeftLoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=cfg.r,
@@ -41,7 +40,7 @@ class Lora(Method):
             lora_dropout=cfg.lora_dropout,
             target_modules=targets,
             # GPT-2's Conv1D stores its weight transposed
-            fan_in_fan_out=isinstance(model.get_submodule(targets[0]), Conv1D),
+            fan_in_fan_out=transposed,
             modules_to_save=head_module_names(model),
         )
 

@@ -109,6 +109,13 @@ def resolve_roles(model: nn.Module, roles: tuple[str, ...]) -> list[str]:
     return names
 
 
+def resolve_target_set(model: nn.Module, targets: str) -> tuple[list[str], bool]:
+    """The projections a `targets` choice (qv/attn/all) names, and whether they store their
+    weight transposed (GPT-2's Conv1D: peft's `fan_in_fan_out`)."""
+    names = resolve_roles(model, ROLE_SETS[targets])
+    return names, isinstance(model.get_submodule(names[0]), Conv1D)
+
+
 def layer_index(name: str) -> int | None:
     """The transformer block a module belongs to (the first number in its name), if any."""
     match = _LAYER_INDEX.search(f".{name}.")

@@ -46,8 +46,8 @@ from torch import nn
 
 from autopeft.errors import AutoPeftError
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.lora_family.common import peft_quietly, target_modules
-from autopeft.methods.targets import head_module_names
+from autopeft.methods.lora import peft_quietly
+from autopeft.methods.targets import head_module_names, resolve_target_set
 
 ADAPTER = "default"
 
@@ -87,7 +87,7 @@ class AdaLora(Method):
     # --- building -------------------------------------------------------------------------
     def _peft_config(self, model: nn.Module) -> PeftAdaLoraConfig:
         cfg: AdaLoraConfig = self.config
-        names, conv1d = target_modules(model, cfg.targets)
+        names, conv1d = resolve_target_set(model, cfg.targets)
         return PeftAdaLoraConfig(
             task_type=TaskType.SEQ_CLS,
             init_r=cfg.init_r,

@@ -29,8 +29,13 @@ from torch import nn
 
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.lora_family.common import peft_quietly, target_modules
-from autopeft.methods.targets import head_module_names, model_type, projection_shape
+from autopeft.methods.lora import peft_quietly
+from autopeft.methods.targets import (
+    head_module_names,
+    model_type,
+    projection_shape,
+    resolve_target_set,
+)
 
 KRONA_FACTORS = (-1, 2, 4, 8, 16, 32, 64)
 
@@ -53,7 +58,7 @@ class Krona(Method):
 
     def _peft_config(self, model: nn.Module) -> LoKrConfig:
         cfg: KronaConfig = self.config
-        names, conv1d = target_modules(model, cfg.targets)
+        names, conv1d = resolve_target_set(model, cfg.targets)
         if conv1d:
             raise MethodNotApplicable(
                 f"krona: peft's LoKr adapts nn.Linear only, not the Conv1D projections of "
