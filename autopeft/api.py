@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 from rich.console import Console
 
@@ -15,7 +16,7 @@ from autopeft.budget import parse_budget
 from autopeft.errors import AutoPeftError, MethodNotApplicable
 from autopeft.methods import METHODS, get_method_class, parse_method_list
 from autopeft.models import load_tokenizer, resolve_model
-from autopeft.report import build_report, pareto_frame
+from autopeft.report import build_comparison, build_report, comparison_name, pareto_frame
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, load_space, param_name
 from autopeft.tasks import TaskSpec, get_task, load_task_data, selection_split, subsample
@@ -99,23 +100,13 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     budget_params = budget.params(backbone)
     space, skipped = _feasible_methods(space, sizer, budget_params)
     task_data = load_task_data(task, request.data_dir)
-
-    console.print(f"budget {budget.describe(backbone)}")
-    for name, why in skipped.items():
-        console.print(f"[yellow]skipping {name}: {why}[/yellow]")
-
     train, selection = selection_split(task_data.train, task, request.selection_fraction,
                                        request.seed)
     train = subsample(train, request.max_train_samples, request.seed)
     tokenizer = load_tokenizer(source)
-    data = SearchData(
-        tokenizer=tokenizer,
-        train=tokenize_frame(train, task.text_columns, tokenizer, request.max_length),
-        selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
-    )
-    console.print(f"data {task_data.source}: {len(train)} train, {len(selection)} selection "
-                  f"(held out of train), {len(task_data.dev)} dev (final numbers only)")
 
+    # The study is opened once every input has been checked, so a refused run writes nothing,
+    # and before anything is printed, so a damaged or mismatched study is one line too.
     name = request.study or records.default_study_name(task.name, request.model, request.budget)
     study_dir = Path(request.studies_dir) / name
     storage = records.make_storage(request.storage, study_dir)
@@ -134,6 +125,17 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
         data_source=task_data.source,
     )
     study = records.open_study(name, storage, setup)
+
+    console.print(f"budget {budget.describe(backbone)}")
+    for method, why in skipped.items():
+        console.print(f"[yellow]skipping {method}: {why}[/yellow]")
+    data = SearchData(
+        tokenizer=tokenizer,
+        train=tokenize_frame(train, task.text_columns, tokenizer, request.max_length),
+        selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
+    )
+    console.print(f"data {task_data.source}: {len(train)} train, {len(selection)} selection "
+                  f"(held out of train), {len(task_data.dev)} dev (final numbers only)")
     finished = sum(t.state.is_finished() for t in study.trials)
     if warm_front is not None:
         console.print(warm_start(study, request.warm_start, warm_front, space, sizer,
@@ -186,18 +188,35 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     )
 
 
-def report(study: str, storage: str | None = None, studies_dir: str = "studies",
-           reports_dir: str = "reports") -> Path:
-    """Rebuild `reports/<study>/` from the stored study alone (no training, no Ray)."""
-    study_dir = Path(studies_dir) / study
+def report(study: str | list[str], storage: str | None = None, studies_dir: str = "studies",
+           reports_dir: str = "reports", out: str | None = None) -> Path:
+    """Rebuild `reports/<study>/` from the stored study alone (no training, no Ray).
+
+    Several studies (any tasks, models, budgets) also get a comparison, in `out` or
+    `reports/compare-<a>-vs-<b>/`, linking each study's own report (rebuilt as well). Returns
+    the single study's report directory, or the comparison's.
+    """
+    names = list(dict.fromkeys([study] if isinstance(study, str) else study))
+    if not names:
+        raise AutoPeftError("name at least one study to report")
+    loaded = [_stored_study(name, storage, studies_dir) for name in names]
+    if len(names) == 1:
+        return build_report(loaded[0], Path(out) if out else Path(reports_dir) / names[0])
+    own = [build_report(s, Path(reports_dir) / name) for s, name in zip(loaded, names, strict=True)]
+    target = Path(out) if out else Path(reports_dir) / comparison_name(names)
+    return build_comparison(loaded, own, target)
+
+
+def _stored_study(name: str, storage: str | None, studies_dir: str) -> optuna.Study:
+    """An existing study by name; a one-line error naming the studies there are otherwise."""
+    study_dir = Path(studies_dir) / name
     if storage is None and not (study_dir / "optuna.journal").exists():
         known = sorted(p.name for p in Path(studies_dir).glob("*/optuna.journal"))
         raise AutoPeftError(
-            f"no study '{study}' under {studies_dir}/ (found: {', '.join(known) or 'none'}); "
+            f"no study '{name}' under {studies_dir}/ (found: {', '.join(known) or 'none'}); "
             "pass --storage for studies stored elsewhere"
         )
-    loaded = records.open_study(study, records.make_storage(storage, study_dir), setup=None)
-    return build_report(loaded, Path(reports_dir) / study)
+    return records.open_study(name, records.make_storage(storage, study_dir), setup=None)
 
 
 def budget_overview(model: str, budget: str, task: str = "mrpc",
@@ -309,7 +328,7 @@ def _stored_or_none(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | N
 def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
                       ) -> tuple[SearchSpace, dict[str, str]]:
     """Drop methods that cannot fit the budget at all or cannot apply to the model, saying why."""
-    keep, skipped = [], {}
+    keep, skipped, minimum = [], {}, {}
     for method in space.methods:
         sizes = [_stored_or_none(sizer, method, v) for v in _size_extremes(space, method)]
         if all(size is None for size in sizes):
@@ -318,16 +337,21 @@ def _feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
             except MethodNotApplicable as exc:
                 skipped[method] = str(exc)
             continue
-        smallest = min(size for size in sizes if size is not None)
+        minimum[method] = smallest = min(size for size in sizes if size is not None)
         if smallest <= budget:
             keep.append(method)
         else:
             skipped[method] = (f"its smallest candidate stores {smallest:,} params, "
                                f"over the budget of {budget:,}")
     if not keep:
+        mins = ", ".join(f"{m} {n:,}" for m, n in sorted(minimum.items(), key=lambda kv: kv[1]))
+        other = "; ".join(f"{m}: {w}" for m, w in skipped.items() if m not in minimum)
         raise AutoPeftError(
-            f"no method fits the budget of {budget:,} params: "
-            + "; ".join(f"{m} {w}" for m, w in skipped.items())
+            f"no method fits the budget of {budget:,} params; the least each method stores on "
+            f"this model (params): {mins or 'none'}"
+            + (f"; not applicable: {other}" if other else "")
+            + (f"; accepted: a budget of at least {min(minimum.values()):,} params"
+               if minimum else "")
         )
     return space.restrict(keep), skipped
 

@@ -52,10 +52,16 @@ def read_description(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_artifact(directory: Path, trust_remote_code: bool = False) -> tuple[nn.Module, dict]:
-    """The fine-tuned model (backbone + delta) and its description."""
+def load_artifact(directory: Path, trust_remote_code: bool = False,
+                  base_model: str | None = None) -> tuple[nn.Module, dict]:
+    """The fine-tuned model (backbone + delta) and its description.
+
+    `base_model` replaces the backbone id/path recorded in the artifact (e.g. a local copy of
+    it on another machine); it must be the same checkpoint for the delta to mean anything.
+    """
     description = read_description(directory)
-    source = resolve_model(description["model"], trust_remote_code=trust_remote_code)
+    source = resolve_model(base_model or description["model"],
+                           trust_remote_code=trust_remote_code)
     method = build_method(description["method"], description["knobs"])
     model = load_model(source, description["num_labels"])
     return method.load(model, Path(directory)), description

@@ -26,10 +26,20 @@ class Budget:
     count: int | None = None
 
     def params(self, backbone_params: int) -> int:
-        """The cap in parameters for a backbone of this size (fractions round down)."""
+        """The cap in parameters for a backbone of this size (fractions round down).
+
+        A fraction that rounds to no parameter at all is refused here, where the model is
+        known: a zero cap would make every candidate over budget (or divide by zero).
+        """
         if self.count is not None:
             return self.count
-        return int(self.fraction * backbone_params)
+        cap = int(self.fraction * backbone_params)
+        if cap < 1:
+            raise AutoPeftError(
+                f"budget '{self.spec}' is less than one parameter of this model's "
+                f"{backbone_params:,}; {_ACCEPTED}"
+            )
+        return cap
 
     def describe(self, backbone_params: int) -> str:
         cap = self.params(backbone_params)

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from autopeft import api
-from autopeft.errors import AutoPeftError
+from autopeft.errors import AutoPeftError, SearchInterrupted
 from autopeft.report import fmt
 
 app = typer.Typer(
@@ -74,14 +75,19 @@ def search(
 
 @app.command()
 def report(
-    study: Annotated[str, typer.Option(help="study name (a directory under --studies-dir)")],
+    study: Annotated[list[str], typer.Option(
+        help="study name (a directory under --studies-dir); repeat it to compare studies")],
     storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
     studies_dir: str = "studies",
     reports_dir: str = "reports",
+    out_dir: Annotated[str | None, typer.Option(
+        "--out", help="where to write (default: reports/<study>/, or "
+                      "reports/compare-<a>-vs-<b>/ for several studies)")] = None,
 ) -> None:
-    """(Re)build reports/<study>/ from the stored study alone."""
-    path = api.report(study, storage, studies_dir, reports_dir)
-    out.print(f"report written to {path}/")
+    """(Re)build reports/<study>/ from the stored study alone; several studies: a comparison."""
+    path = api.report(study, storage, studies_dir, reports_dir, out_dir)
+    kind = "comparison" if len(set(study)) > 1 else "report"
+    out.print(f"{kind} written to {path}/ (open {path}/index.html)")
 
 
 @app.command()
@@ -115,6 +121,72 @@ def methods(space: Annotated[str | None, typer.Option(help="search space YAML")]
     out.print(table)
 
 
+@app.command()
+def export(
+    destination: Annotated[str, typer.Argument(
+        metavar="OUT", help="directory to create (must not exist yet)")],
+    study: Annotated[str, typer.Option(help="study name (a directory under --studies-dir)")],
+    trial: Annotated[int | None, typer.Option(help="trial number to export")] = None,
+    best: Annotated[bool, typer.Option(
+        "--best", help="the within-budget Pareto point with the best dev score (selection "
+                       "score unless every point has a dev score)")] = False,
+    search_artifact: Annotated[bool, typer.Option(
+        "--search-artifact", help="export the trial's own search artifact even when the "
+                                  "point was retrained on all of train")] = False,
+    storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
+    studies_dir: str = "studies",
+) -> None:
+    """Copy a trial's trained delta into OUT with a model card and a retraining config."""
+    from autopeft.export import export_trial
+
+    done = export_trial(study, destination, trial, best, storage, studies_dir,
+                        search_artifact)
+    out.print(f"exported trial {done.trial} ({done.method}) from {done.source} to {done.path}/",
+              highlight=False)
+
+
+@app.command()
+def predict(
+    artifact: Annotated[str, typer.Argument(help="exported or trained artifact directory")],
+    input_file: Annotated[str, typer.Option(
+        "--input", help="rows in the task's layout: GLUE .tsv, .csv or .jsonl; labels "
+                        "optional")],
+    output: Annotated[str | None, typer.Option(help="CSV to write (default: stdout)")] = None,
+    base_model: Annotated[str | None, typer.Option(
+        help="backbone id or path replacing the one recorded in the artifact")] = None,
+    batch_size: int = 64,
+    trust_remote_code: bool = False,
+) -> None:
+    """Predict each row of a file: class and class probabilities, or a regression score."""
+    from autopeft.loading import load
+    from autopeft.predict import predict_file, write_predictions
+
+    loaded = load(artifact, base_model, trust_remote_code)
+    result = predict_file(loaded, input_file, batch_size)
+    write_predictions(result, output)
+    if result.metrics is not None:
+        err.print(f"{len(result.frame)} rows; labelled, so scored: "
+                  f"{fmt.knobs(result.metrics)}", highlight=False)
+
+
+@app.command()
+def train(
+    config: Annotated[str, typer.Option(
+        help="YAML/JSON: task, model, data_dir, method, knobs, learning_rate, epochs, "
+             "batch_size, seed, ... (autopeft export writes one)")],
+    out_dir: Annotated[str | None, typer.Option(
+        "--out", help="artifact directory to create (default: "
+                      "trained/<task>-<method>-seed<seed>)")] = None,
+) -> None:
+    """Train one configuration through the search's training path and save its artifact."""
+    from autopeft.retrain import read_train_config, train_from_config
+
+    parsed = read_train_config(config)
+    target = out_dir or f"trained/{parsed.task}-{parsed.method}-seed{parsed.seed}"
+    path = train_from_config(parsed, target, console=err)
+    out.print(f"artifact written to {path}/", highlight=False)
+
+
 def _print_front(result: api.SearchResult) -> None:
     table = Table("trial", "method", "stored params", "budget used", "selection", "dev",
                   title=f"Pareto front of {result.study_name}")
@@ -128,12 +200,19 @@ def _print_front(result: api.SearchResult) -> None:
 
 
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit status 2."""
+    """Entry point: user mistakes become one line on stderr and exit status 2.
+
+    An interrupted search says how to continue and exits 130, as a shell does on Ctrl+C.
+    """
     try:
         app(standalone_mode=False)
     except AutoPeftError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        # one line, whatever the message holds; escaped so "[bo]" etc. print as written
+        line = escape(" ".join(str(exc).split()))
+        interrupted = isinstance(exc, SearchInterrupted)
+        err.print(f"[red]{'interrupted' if interrupted else 'error'}:[/red] {line}",
+                  highlight=False, soft_wrap=True)
+        sys.exit(130 if interrupted else 2)
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click usage errors

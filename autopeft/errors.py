@@ -7,3 +7,18 @@ class AutoPeftError(Exception):
 
 class MethodNotApplicable(AutoPeftError):
     """A method cannot be applied to this architecture; the search skips it, saying why."""
+
+
+class SearchInterrupted(AutoPeftError):
+    """The search was stopped (Ctrl+C) before its trials finished; the CLI exits with 130.
+
+    Finished trials are kept and the unfinished ones are marked failed, so re-running the same
+    command continues the study.
+    """
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite: that trial fails with this reason, not the search.
+
+    Not an AutoPeftError: it is an outcome of one candidate, not a mistake in the user's input.
+    """

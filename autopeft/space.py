@@ -429,9 +429,12 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
     if not path.is_file():
         raise AutoPeftError(f"search space file '{path}' not found")
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise AutoPeftError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise AutoPeftError(f"{path}: not valid YAML{at} ({str(exc).splitlines()[0]}); "
+                            f"see {DEFAULT_SPACE.name} for the format") from None
     if not isinstance(document, dict) or not isinstance(document.get("methods"), dict):
         raise AutoPeftError(f"{path}: expected a mapping with a 'methods' key (method → knobs)")
     methods, training, fractions = {}, {}, {}

@@ -19,13 +19,23 @@ Record layout (read by `autopeft.report`, written by the engine):
 * trial ``params``: ``"method"`` and ``"<method>.<knob>"`` for every sampled knob (a knob fit to
   the budget is not sampled: its ``"<method>.budget_fraction"`` is, the value is in ``derived``).
 * trial ``user_attrs``: see the ``ATTR_*`` names below.
+
+A trial is RUNNING while a search process owns it (``ATTR_OWNER``). Opening a study marks FAIL
+the RUNNING trials whose owner has died (a killed search), never those of a search that is still
+running on this host (two searches may append to one study at once); trials owned by a process
+on another host are left alone, since their liveness cannot be told from here.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +63,9 @@ ATTR_ERROR = "error"
 ATTR_STORED_BYTES = "stored_bytes"  # values (+ indices for sparse deltas), head excluded
 ATTR_ALLOCATION = "allocation"  # {"by_layer": {layer: fraction}, "by_type": {type: fraction}}
 ATTR_DERIVED = "derived"  # {"<method>.<knob>": value} of knobs fit to the budget, not sampled
+ATTR_OWNER = "owner"  # {"host", "pid", "started"}: the search process that runs the trial
+ATTR_WORKER = "worker"  # {"node", "host", "pid"}: where Ray ran the trial (its last attempt)
+ATTR_RETRIES = "retries"  # restarts after the trial's worker process or node was lost
 
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
@@ -63,6 +76,8 @@ SETUP_KEY = "autopeft"
 DEV_SCORES_KEY = "dev_scores"
 FINAL_RUNS_KEY = "final_runs"
 FINAL_FIDELITY = ("epochs", "batch_size", "train_samples")  # what a finished run must match
+# A RUNNING trial without an owner is stale after this long: owners are set right after `ask`.
+OWNERLESS_GRACE = timedelta(seconds=60)
 
 
 @dataclass
@@ -104,32 +119,91 @@ def make_storage(storage: str | None, study_dir: Path) -> BaseStorage:
             raise AutoPeftError(f"cannot open storage '{storage}': {exc}") from None
     path = Path(storage) if storage else study_dir / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return _journal(path)
+
+
+def check_journal(path: Path) -> None:
+    """Refuse, untouched, a file that is not a complete Optuna journal.
+
+    Optuna skips an unparsable last line and appends after it, which leaves the file unreadable
+    for good; a foreign file would simply be appended to. So every line is checked first: it
+    costs one read of a file that is small next to a study's artifacts. An incomplete last line
+    is read again once, since another search may be appending to the study right now.
+    """
+    if not path.is_file():
+        raise _not_a_journal(path, "it is not a file")
+    *lines, tail = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # also bytes that are not UTF-8
+            raise _not_a_journal(path, f"line {number} is not JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+            raise _not_a_journal(path, f"line {number} is not an Optuna journal record")
+    if tail:  # no line break at the end: being written now, or cut off
+        time.sleep(0.5)
+        if not path.read_bytes().endswith(b"\n"):
+            raise _not_a_journal(path, "its last line is incomplete, as if a write was cut off")
+
+
+def _journal(path: Path) -> JournalStorage:
+    """Optuna's journal storage on `path`, an existing file checked before anything is appended."""
+    if path.exists():
+        check_journal(path)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise _not_a_journal(path, f"it does not replay: {type(exc).__name__}: {exc}") from None
+
+
+def _not_a_journal(path: Path, why: str) -> AutoPeftError:
+    return AutoPeftError(
+        f"'{path}' is not a readable Optuna journal ({why}); it was left as it is: move it "
+        "aside, or pass another --study (or --storage)"
+    )
 
 
 def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> optuna.Study:
     """Open the named study, creating it when `setup` is given and it does not exist yet.
 
-    A loaded study is checked to have been made for the same task/model/budget.
+    A loaded study is checked to have been made for the same task/model/budget, before
+    anything is written to it.
 
     Trials left RUNNING by a crashed or killed run are marked FAIL, so they neither block the
-    sampler nor appear as results; their completed siblings are kept.
+    sampler nor appear as results; their completed siblings are kept, and so are the RUNNING
+    trials of a search that is still going (see the module docstring).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say more
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if name in existing:
-        study = optuna.load_study(study_name=name, storage=storage)
-        if setup is not None:
-            _check_same_setup(name, study, setup)
-        _fail_stale_trials(study)
-        return study
-    if setup is None:
+    created_elsewhere = False
+    if name not in existing and setup is not None:
+        try:
+            study = optuna.create_study(study_name=name, storage=storage,
+                                        directions=list(DIRECTIONS))
+        except optuna.exceptions.DuplicatedStudyError:  # another search created it just now
+            existing.add(name)
+            created_elsewhere = True
+        else:
+            study.set_user_attr(SETUP_KEY, asdict(setup))
+            study.set_user_attr(DEV_SCORES_KEY, {})
+            return study
+    if name not in existing:
         known = ", ".join(sorted(existing)) or "none"
         raise AutoPeftError(f"no study named '{name}' in this storage (studies found: {known})")
-    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
-    study.set_user_attr(SETUP_KEY, asdict(setup))
-    study.set_user_attr(DEV_SCORES_KEY, {})
+    study = optuna.load_study(study_name=name, storage=storage)
+    if created_elsewhere:
+        _wait_for_setup(study)
+    if setup is not None:
+        _check_same_setup(name, study, setup)
+    _fail_stale_trials(study)
     return study
+
+
+def _wait_for_setup(study: optuna.Study, seconds: float = 10.0) -> None:
+    """A study another search has just created gets its setup a moment later: wait for it."""
+    deadline = time.monotonic() + seconds
+    while SETUP_KEY not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def read_study(name: str, storage: str | None, studies_dir: Path) -> optuna.Study:
@@ -146,8 +220,7 @@ def read_study(name: str, storage: str | None, studies_dir: Path) -> optuna.Stud
     else:
         paths = [Path(studies_dir) / name / "optuna.journal", *([Path(storage)] if storage else [])]
         places = [str(p) for p in paths]
-        stores = [lambda p=p: JournalStorage(JournalFileBackend(str(p)))
-                  for p in paths if p.is_file()]
+        stores = [lambda p=p: _journal(p) for p in paths if p.is_file()]
     for open_store in stores:
         store = open_store()
         if name in {s.study_name for s in optuna.get_all_study_summaries(store)}:
@@ -158,7 +231,8 @@ def read_study(name: str, storage: str | None, studies_dir: Path) -> optuna.Stud
 def study_setup(study: optuna.Study) -> StudySetup:
     data = dict(study.user_attrs.get(SETUP_KEY) or {})
     if not data:
-        raise AutoPeftError(f"study '{study.study_name}' was not created by autopeft")
+        raise AutoPeftError(f"study '{study.study_name}' was not created by autopeft (it has no "
+                            "autopeft setup); pass another --study (or --storage) for one")
     return StudySetup(**data)
 
 
@@ -241,9 +315,51 @@ def _check_same_setup(name: str, study: optuna.Study, setup: StudySetup) -> None
             )
 
 
+def process_owner() -> dict[str, Any]:
+    """This process as a trial's owner: host and pid, plus its start time against pid reuse."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks after boot (Linux /proc); None if gone or unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name in (...) may hold spaces
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    """Whether a trial's owner still runs; True when that cannot be told (another host)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    if owner.get("started") is not None and Path("/proc/self/stat").exists():
+        return _started(int(owner["pid"])) == owner["started"]
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _is_stale(trial: optuna.trial.FrozenTrial, now: datetime) -> bool:
+    owner = trial.user_attrs.get(ATTR_OWNER)
+    if isinstance(owner, dict):
+        return not _owner_alive(owner)
+    # made by an older version, or asked for a moment ago and not yet given its owner
+    return trial.datetime_start is None or now - trial.datetime_start > OWNERLESS_GRACE
+
+
 def _fail_stale_trials(study: optuna.Study) -> None:
-    storage = study._storage
+    storage, now = study._storage, datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _is_stale(trial, now):
+            continue
+        owner = trial.user_attrs.get(ATTR_OWNER) or {}
+        who = f" (pid {owner['pid']} on {owner['host']})" if owner else ""
         storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, STATUS_ERROR)
-        storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, "interrupted (run stopped)")
+        storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR,
+                                    f"interrupted: its search process{who} ended first")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

@@ -3,7 +3,8 @@
 Each setting runs the same number of trials with the same seeds. The front is scored by its
 hypervolume over (error = 1 - selection score, stored params / budget), both minimised, with
 the reference point (1, 1): a candidate that is always wrong and uses the whole budget adds
-nothing. Compute = summed in-trial train + eval seconds of every trial, pruned ones included.
+nothing. Compute = epochs trained, summed over every trial, pruned ones included (it does not
+depend on what else the machine runs); summed in-trial seconds are printed beside it.
 
 Suites:
   tiny   - synthetic keyword tasks (MRPC layout, sentence pairs built from MRPC's vocabulary,
@@ -33,6 +34,7 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from autopeft.api import SearchRequest, search  # noqa: E402
+from autopeft.report.hypervolume import hypervolume  # noqa: E402
 from autopeft.testing import build_tiny_bert  # noqa: E402
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
@@ -50,24 +52,8 @@ class Setting:
         return self.sampler + (" + MO-ASHA" if self.scheduler != "none" else "")
 
 
-def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float] = (1.0, 1.0)
-                ) -> float:
-    """Area dominated by `points` (both coordinates minimised) inside the box up to `ref`.
-
-    Written out because the 2-D case is a sort and a sweep; Optuna's implementation is private.
-    """
-    inside = sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1])
-    area, best_y = 0.0, ref[1]
-    for i, (x, y) in enumerate(inside):
-        if y >= best_y:
-            continue
-        next_x = next((nx for nx, ny in inside[i + 1:] if ny < y), ref[0])
-        area += (next_x - x) * (ref[1] - y)
-        best_y = y
-    return area
-
-
-def synthetic_task(directory: Path, keywords: int, noise: float, seed: int) -> Path:
+def synthetic_task(directory: Path, keywords: int, noise: float, seed: int,
+                   train_size: int = 800) -> Path:
     """Sentence pairs from MRPC's words; label 1 when one of `keywords` keywords occurs."""
     rng = random.Random(seed)
     words = [w for line in (MRPC / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
@@ -83,7 +69,7 @@ def synthetic_task(directory: Path, keywords: int, noise: float, seed: int) -> P
         return [str(shown), str(i), str(i + 1), " ".join(first), " ".join(rng.sample(words, 8))]
 
     directory.mkdir(parents=True, exist_ok=True)
-    for split, size in (("train", 800), ("dev", 200)):
+    for split, size in (("train", train_size), ("dev", 200)):
         with open(directory / f"{split}.tsv", "w", encoding="utf-8-sig", newline="") as handle:
             writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
             writer.writerow(HEADER)
@@ -103,13 +89,15 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
     result = search(request, console=Console(quiet=True))
     trials = pd.read_csv(result.report_dir / "trials.csv")
     trials = trials[trials.state.isin(["COMPLETE", "PRUNED"])].sort_values("trial")
-    compute = (trials.train_seconds + trials.eval_seconds).cumsum().tolist()
+    compute = trials.epochs.cumsum().tolist()
+    seconds = float((trials.train_seconds + trials.eval_seconds).sum())
     complete = trials.state == "COMPLETE"
     points = list(zip(1 - trials.score, trials.budget_used, strict=True))
     # hypervolume after each trial, counting only trials that finished (pruned ones never count)
     curve = [hypervolume([pt for pt, c in zip(points[:i + 1], complete[:i + 1], strict=True)
                           if c]) for i in range(len(points))]
-    return {"hv": curve[-1] if curve else 0.0, "curve": curve, "compute": compute}
+    return {"hv": curve[-1] if curve else 0.0, "curve": curve, "compute": compute,
+            "seconds": seconds}
 
 
 def compute_to_reach(outcome: dict, target: float) -> float | None:
@@ -129,6 +117,8 @@ def main() -> None:
     parser.add_argument("--budget", default="5%")
     parser.add_argument("--methods", default="lora,bitfit,adapter_houlsby,fish")
     parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--train-size", type=int, default=800,
+                        help="training examples of each synthetic task")
     args = parser.parse_args()
     settings = [Setting(s, "none") for s in args.samplers]
     settings += [Setting(s, "mo-asha") for s in ("tpe", "random") if s in args.samplers]
@@ -138,7 +128,8 @@ def main() -> None:
         work = Path(tmp)
         if args.suite == "tiny":
             model = str(build_tiny_bert(work / "tiny-bert"))
-            tasks = {f"keywords={k},noise={n}": synthetic_task(work / f"task-{k}-{n}", k, n, 7)
+            tasks = {f"keywords={k},noise={n}": synthetic_task(work / f"task-{k}-{n}", k, n, 7,
+                                                                         args.train_size)
                      for k, n in ((1, 0.0), (3, 0.1))}
         else:
             model, tasks = "sentence-transformers/all-MiniLM-L6-v2", {"mrpc": MRPC}
@@ -150,12 +141,13 @@ def main() -> None:
                     results.setdefault(setting.label, []).append((outcome, {"task": task,
                                                                             "seed": seed}))
                     print(f"{task} seed {seed} {setting.label}: hv {outcome['hv']:.4f} "
-                          f"compute {outcome['compute'][-1]:.0f}s", flush=True)
+                          f"compute {outcome['compute'][-1]:.0f} epochs "
+                          f"({outcome['seconds']:.0f}s)", flush=True)
 
     random_runs = results["random"]
     print(f"\nsearch quality ({args.suite} suite, {args.trials} trials, seeds {args.seeds}, "
           f"budget {args.budget}; hypervolume of (1 - score, stored/budget), reference (1, 1))")
-    print(f"{'setting':<18}{'mean hv':>9}{'hv/random':>10}{'compute s':>11}"
+    print(f"{'setting':<18}{'mean hv':>9}{'hv/random':>10}{'epochs':>8}{'seconds':>9}"
           f"{'compute to random hv':>22}")
     for label, runs in results.items():
         ratios, reach = [], []
@@ -165,8 +157,9 @@ def main() -> None:
             reach.append(spent / base["compute"][-1] if spent is not None else float("nan"))
         mean_hv = sum(o["hv"] for o, _ in runs) / len(runs)
         compute = sum(o["compute"][-1] for o, _ in runs) / len(runs)
+        seconds = sum(o["seconds"] for o, _ in runs) / len(runs)
         reached = pd.Series(reach)
-        print(f"{label:<18}{mean_hv:>9.4f}{pd.Series(ratios).mean():>10.2f}{compute:>11.0f}"
+        print(f"{label:<18}{mean_hv:>9.4f}{pd.Series(ratios).mean():>10.2f}{compute:>8.0f}{seconds:>9.0f}"
               f"{reached.mean():>21.0%}" + (" (not reached in some runs)"
                                              if reached.isna().any() else ""))
     print("targets: tpe >= 1.15x random's hypervolume; with MO-ASHA, random's final hypervolume "

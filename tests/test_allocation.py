@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from autopeft.methods import build_method
-from autopeft.methods.allocation import backbone_sizes, layer_of, module_type, summarize
+from autopeft.methods.allocation import (
+    MODULE_TYPES,
+    backbone_sizes,
+    layer_of,
+    module_type,
+    summarize,
+)
 from autopeft.models import load_model, resolve_model
+from autopeft.report.allocation import TYPE_ORDER
 from autopeft.sizing import Sizer
 from tests.test_sparse import ListSource
 
@@ -60,3 +67,33 @@ def test_sparse_picture_adds_up_to_the_selected_count(tiny_bert):
         totals[layer_of(name)] = totals.get(layer_of(name), 0) + size
     changed = sum(by_layer[layer] * totals[layer] for layer in by_layer)
     assert round(changed) == method.stored_params(model) == int(0.01 * 2_041_152)
+
+
+def test_layer_by_type_grid_has_the_margins_as_its_totals(tiny_bert):
+    method, model = _applied(tiny_bert, "lora", {"targets": "qv"})
+    sizes = backbone_sizes(model)
+    picture = summarize(method.changed_entries(model), sizes)
+    grid = picture["by_layer_type"]
+
+    layers = sorted(k for k in grid if k.isdigit())
+    assert layers and all(grid[layer]["attn_q"] == grid[layer]["attn_v"] == 1.0
+                          for layer in layers)
+    assert all(grid[layer]["attn_k"] == grid[layer]["ffn_in"] == 0.0 for layer in layers)
+    assert grid["embeddings"]["embeddings"] == 0.0
+    # each margin is the size-weighted mean of its cells
+    totals: dict[tuple[str, str], int] = {}
+    for name, size in sizes.items():
+        key = (layer_of(name), module_type(name))
+        totals[key] = totals.get(key, 0) + size
+    for layer, kinds in grid.items():
+        size = sum(totals[layer, kind] for kind in kinds)
+        mean = sum(kinds[kind] * totals[layer, kind] for kind in kinds) / size
+        assert mean == pytest.approx(picture["by_layer"][layer])
+    for kind, fraction in picture["by_type"].items():
+        cells = [(grid[layer][kind], totals[layer, kind]) for layer in grid if kind in grid[layer]]
+        mean = sum(f * s for f, s in cells) / sum(s for _, s in cells)
+        assert mean == pytest.approx(fraction)
+
+
+def test_report_heatmap_columns_cover_every_module_type():
+    assert set(MODULE_TYPES) <= set(TYPE_ORDER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -13,11 +14,21 @@ import pandas as pd
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from PIL import Image
+from plotly.offline import get_plotlyjs
 
 from autopeft.errors import AutoPeftError
-from autopeft.report import build_report, pareto_frame, render_summary, trials_frame
-from autopeft.report.files import REPORT_FILES, atomic_path
+from autopeft.report import (
+    best_per_method,
+    build_report,
+    pareto_frame,
+    render_summary,
+    trials_frame,
+)
+from autopeft.report.files import FIGURES, REPORT_FILES, atomic_path
+from autopeft.report.index import PARETO_DIV, PROGRESS_DIV, SECTIONS, allocation_div
 from autopeft.study import (
+    ATTR_ALLOCATION,
     ATTR_BUDGET_USED,
     ATTR_CURVE,
     ATTR_ERROR,
@@ -56,36 +67,56 @@ FRONT = [1, 7, 0]  # cheapest first
 DOMINATED, OVER_BUDGET, INFEASIBLE, PRUNED, ERRORED = 2, 3, 4, 5, 6
 
 
-def _setup() -> StudySetup:
-    return StudySetup(
-        task="mrpc",
-        model="sentence-transformers/all-MiniLM-L6-v2",
-        budget_spec="0.5%",
-        budget_params=BUDGET,
-        backbone_params=2_000_000,
-        primary_metric="f1",
-        methods=["lora", "bitfit"],
-        data_source="glue/mrpc (local copy)",
-    )
+# A LoRA-on-query/value record with the 2-D breakdown, and an older one with the margins only.
+LORA_ALLOCATION = {
+    "by_layer": {"embeddings": 0.0, "0": 0.25, "1": 0.125, "other": 0.0},
+    "by_type": {"embeddings": 0.0, "attn_q": 1.0, "attn_v": 0.5, "ffn_in": 0.0, "bias": 0.0,
+                "other": 0.0},
+    "by_layer_type": {
+        "embeddings": {"embeddings": 0.0},
+        "0": {"attn_q": 1.0, "attn_v": 1.0, "ffn_in": 0.0, "bias": 0.0},
+        "1": {"attn_q": 1.0, "attn_v": 0.0, "ffn_in": 0.0, "bias": 0.0},
+        "other": {"other": 0.0},
+    },
+}
+OLD_BITFIT_ALLOCATION = {
+    "by_layer": {"embeddings": 0.001, "0": 0.002, "1": 0.002},
+    "by_type": {"embeddings": 0.0, "bias": 1.0, "attn_q": 0.0},
+}
 
 
-def _new_study() -> optuna.Study:
+def _setup(**changes) -> StudySetup:
+    values = {
+        "task": "mrpc",
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "budget_spec": "0.5%",
+        "budget_params": BUDGET,
+        "backbone_params": 2_000_000,
+        "primary_metric": "f1",
+        "methods": ["lora", "bitfit"],
+        "data_source": "glue/mrpc (local copy)",
+    }
+    return StudySetup(**{**values, **changes})
+
+
+def new_study(name: str = "mrpc-test", storage=None, **setup) -> optuna.Study:
+    """An empty autopeft study (in memory unless `storage`); `setup` overrides the setup."""
     study = optuna.create_study(
-        study_name="mrpc-test", directions=["maximize", "minimize"], storage=None
+        study_name=name, directions=["maximize", "minimize"], storage=storage
     )
-    study.set_user_attr(SETUP_KEY, asdict(_setup()))
+    study.set_user_attr(SETUP_KEY, asdict(_setup(**setup)))
     study.set_user_attr(DEV_SCORES_KEY, {})
     return study
 
 
-def _params(method: str, lr: float, r: int | None = None) -> dict:
+def trial_params(method: str, lr: float, r: int | None = None) -> dict:
     params = {"method": method, f"{method}.learning_rate": lr}
     if r is not None:
         params["lora.r"] = r
     return params
 
 
-def _add(
+def add_trial(
     study: optuna.Study,
     state: TrialState,
     params: dict,
@@ -94,6 +125,7 @@ def _add(
     score: float | None = None,
     epochs: int = 0,
     error: str | None = None,
+    allocation: dict | None = None,
 ) -> None:
     attrs: dict = {
         ATTR_METHOD: params["method"],
@@ -110,6 +142,8 @@ def _add(
     attrs[ATTR_TRIAL_SECONDS] = 15.0
     if error is not None:
         attrs[ATTR_ERROR] = error
+    if allocation is not None:
+        attrs[ATTR_ALLOCATION] = allocation
     values = [score, float(stored)] if state == TrialState.COMPLETE else None
     study.add_trial(
         create_trial(
@@ -122,18 +156,26 @@ def _add(
     )
 
 
-@pytest.fixture()
-def study() -> optuna.Study:
-    s = _new_study()
+def fill_example(s: optuna.Study) -> optuna.Study:
+    """The trials every report test reads: a front, a dominated, an over-budget, an
+    infeasible, a pruned and a crashed trial, dev scores for the front, allocations."""
     complete = TrialState.COMPLETE
-    _add(s, complete, _params("lora", 1e-3, r=4), 5_000, STATUS_OK, 0.80, epochs=2)  # 0 front
-    _add(s, complete, _params("bitfit", 1e-3), 2_000, STATUS_OK, 0.70, epochs=2)  # 1 front
-    _add(s, complete, _params("lora", 3e-4, r=8), 8_000, STATUS_OK, 0.75, epochs=2)  # 2 dominated
-    _add(s, complete, _params("lora", 3e-4, r=16), 20_000, STATUS_OK, 0.90, epochs=2)  # 3 over
-    _add(s, TrialState.FAIL, _params("lora", 1e-3, r=64), 80_000, STATUS_INFEASIBLE)  # 4
-    _add(s, TrialState.PRUNED, _params("bitfit", 1e-4), 2_000, STATUS_PRUNED, 0.5, epochs=1)  # 5
-    _add(s, TrialState.FAIL, _params("lora", 1e-2, r=2), 3_000, STATUS_ERROR, error="CUDA OOM")
-    _add(s, complete, _params("lora", 5e-4, r=2), 3_000, STATUS_OK, 0.78, epochs=2)  # 7 front
+    add_trial(s, complete, trial_params("lora", 1e-3, r=4), 5_000, STATUS_OK, 0.80, epochs=2,
+              allocation=LORA_ALLOCATION)  # 0 front
+    add_trial(s, complete, trial_params("bitfit", 1e-3), 2_000, STATUS_OK, 0.70, epochs=2,
+              allocation=OLD_BITFIT_ALLOCATION)  # 1 front
+    add_trial(s, complete, trial_params("lora", 3e-4, r=8), 8_000, STATUS_OK, 0.75,
+              epochs=2)  # 2 dominated
+    add_trial(s, complete, trial_params("lora", 3e-4, r=16), 20_000, STATUS_OK, 0.90,
+              epochs=2)  # 3 over
+    add_trial(s, TrialState.FAIL, trial_params("lora", 1e-3, r=64), 80_000,
+              STATUS_INFEASIBLE)  # 4
+    add_trial(s, TrialState.PRUNED, trial_params("bitfit", 1e-4), 2_000, STATUS_PRUNED, 0.5,
+              epochs=1)  # 5
+    add_trial(s, TrialState.FAIL, trial_params("lora", 1e-2, r=2), 3_000, STATUS_ERROR,
+              error="CUDA OOM")  # 6
+    add_trial(s, complete, trial_params("lora", 5e-4, r=2), 3_000, STATUS_OK, 0.78, epochs=2,
+              allocation=LORA_ALLOCATION)  # 7 front
     record_dev_scores(
         s,
         {
@@ -143,6 +185,11 @@ def study() -> optuna.Study:
         },
     )
     return s
+
+
+@pytest.fixture()
+def study() -> optuna.Study:
+    return fill_example(new_study())
 
 
 def test_trials_frame_has_one_typed_row_per_trial(study: optuna.Study) -> None:
@@ -269,11 +316,72 @@ def test_build_report_writes_every_file(study: optuna.Study, tmp_path: Path) -> 
 
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "**0.8000**" in summary
+    for name in FIGURES:  # pasteable into a README or PR next to the images
+        assert re.search(rf"!\[[^\]]+\]\({re.escape(name)}\)", summary), name
+
+
+def test_every_png_is_a_real_image(study: optuna.Study, tmp_path: Path) -> None:
+    out = build_report(study, tmp_path)
+
+    for name in [n for n in REPORT_FILES if n.endswith(".png")]:
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE), name
+        with Image.open(out / name) as image:
+            image.verify()  # a truncated or corrupt file raises
+        with Image.open(out / name) as image:
+            assert image.width >= 600 and image.height >= 300, (name, image.size)
+            colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
+            assert len(colours) > 50, f"{name} is (nearly) blank"
+
+
+def test_index_html_has_every_section_and_is_self_contained(
+    study: optuna.Study, tmp_path: Path
+) -> None:
+    html = (build_report(study, tmp_path) / "index.html").read_text(encoding="utf-8")
+
+    for anchor in SECTIONS:
+        assert f'<section id="{anchor}">' in html, anchor
+    for div in (PARETO_DIV, PROGRESS_DIV, *(allocation_div(n) for n in FRONT)):
+        assert f'id="{div}"' in html, div
+    assert html.count(get_plotlyjs()) == 1  # plotly.js inlined exactly once
+    assert html.count("plotly.js v") == 1
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html)  # nothing loaded from elsewhere
+    ours = html.replace(get_plotlyjs(), "")  # the bundle's own strings mention its website
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", ours)
+    assert "cdn." not in ours
+    # hover text carries the full configuration; tables carry the best of each method
+    assert "lora.learning_rate" not in html and "learning_rate: 5.00e-04" in html
+    assert "hypervolume of (1 − score, stored/budget), reference point (1, 1)" in html
+    best = html[html.index('<section id="best-per-method">'):]
+    best = best[: best.index("</section>")]
+    assert best.count("<tr>") == 3  # header + lora + bitfit
+    assert "#0" in best and "#1" in best and "0.7900" in best
+    # the older record is still drawn, with its note
+    assert "only the totals per layer and per module type are known" in html
+
+
+def test_best_per_method_is_each_methods_best_trial_within_budget(study: optuna.Study) -> None:
+    best = best_per_method(study)
+
+    # lora's best overall is trial 3 (0.90) but it is over the budget; bitfit's pruned trial 5
+    # never counts.
+    assert list(best["method"]) == ["lora", "bitfit"]
+    assert list(best["trial"]) == [0, 1]
+    assert list(best["dev_score"]) == pytest.approx([0.79, 0.68])
+
+
+def test_best_per_method_prefers_fewer_params_on_a_tie(study: optuna.Study) -> None:
+    add_trial(study, TrialState.COMPLETE, trial_params("lora", 2e-3, r=2), 1_500, STATUS_OK,
+              0.80, epochs=2)  # 8: as good as trial 0, cheaper, never evaluated on dev
+    best = best_per_method(study).set_index("method")
+
+    assert best.loc["lora", "trial"] == 8
+    assert math.isnan(best.loc["lora", "dev_score"])
 
 
 def test_build_report_overwrites_a_previous_report(study: optuna.Study, tmp_path: Path) -> None:
     build_report(study, tmp_path)
-    _add(study, TrialState.COMPLETE, _params("bitfit", 2e-3), 1_000, STATUS_OK, 0.72, epochs=1)
+    add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 2e-3), 1_000, STATUS_OK, 0.72,
+              epochs=1)
     build_report(study, tmp_path)
 
     assert len(pd.read_csv(tmp_path / "trials.csv")) == 9
@@ -282,9 +390,10 @@ def test_build_report_overwrites_a_previous_report(study: optuna.Study, tmp_path
 
 @pytest.mark.parametrize("with_infeasible", [False, True])
 def test_report_without_completed_trials(with_infeasible: bool, tmp_path: Path) -> None:
-    study = _new_study()
+    study = new_study()
     if with_infeasible:
-        _add(study, TrialState.FAIL, _params("lora", 1e-3, r=64), 80_000, STATUS_INFEASIBLE)
+        add_trial(study, TrialState.FAIL, trial_params("lora", 1e-3, r=64), 80_000,
+                  STATUS_INFEASIBLE)
 
     out = build_report(study, tmp_path)
 
@@ -293,8 +402,12 @@ def test_report_without_completed_trials(with_infeasible: bool, tmp_path: Path) 
     assert {"trial", "state", "stored_params", "score", "budget_used"} <= set(trials.columns)
     pareto = pd.read_csv(out / "pareto.csv")
     assert pareto.empty and "dev_score" in pareto.columns
-    assert (out / "pareto.png").read_bytes().startswith(PNG_SIGNATURE)
+    for name in ("pareto.png", "hypervolume.png", "allocation.png"):
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE), name
     assert "no completed trials yet" in (out / "pareto.html").read_text(encoding="utf-8")
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert "no allocation recorded for the Pareto points" in index
+    assert "no completed trials yet" in index
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "No completed trial within the budget yet." in summary
     assert f"| INFEASIBLE | over the budget, never trained | {int(with_infeasible)} |" in summary

@@ -44,6 +44,11 @@ class SearchProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, ok=False)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.last.pop(trial.trial_id, None)  # the retry starts over
+        self.console.print(f"[yellow]↻ trial {trial.config.get('trial_number')}: its worker "
+                           f"was lost (failure {trial.num_failures}); Ray retries it[/yellow]")
+
     def _finish(self, trial, ok: bool) -> None:
         self.running.discard(trial.trial_id)
         self.finished += 1
@@ -57,11 +62,11 @@ class SearchProgress(Callback):
             line = (f"✔ trial {number} {trial.config.get('method')}: score {score:.4f}, "
                     f"{result.get('stored_params', 0):,} stored params · "
                     f"{result.get('trainable_line', '')}")
-        elif ok:
+        elif ok and "error" not in result:
             line = f"■ trial {number}: stopped early"
         else:
             line = f"✘ trial {number}: {result.get('error', 'failed (see the Ray trial log)')}"
-        self.console.print(line)
+        self.console.print(line, markup=False)
         self.console.print(f"[bold]{self.status()}[/bold]")
 
     def status(self) -> str:

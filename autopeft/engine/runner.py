@@ -1,7 +1,14 @@
-"""Runs a study's trials as a Ray Tune experiment: Optuna proposes, Ray executes."""
+"""Runs a study's trials as a Ray Tune experiment: Optuna proposes, Ray executes.
+
+Faults: a trial whose worker process or node is lost is restarted by Ray (from scratch: trials
+keep no checkpoints) up to `max_failures` times; errors inside training end only that trial
+(see the trainable). A run stopped by Ctrl+C marks its unfinished trials failed and raises
+`SearchInterrupted`, so the same command continues the study.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,6 +16,7 @@ from pathlib import Path
 import optuna
 import ray
 from ray import tune
+from ray.tune import Callback
 
 from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress
@@ -16,7 +24,7 @@ from autopeft.engine.samplers import check_sampler, make_sampler
 from autopeft.engine.scheduler import MultiObjectiveASHA, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
-from autopeft.errors import AutoPeftError
+from autopeft.errors import AutoPeftError, SearchInterrupted
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace
 from autopeft.train.data import SearchData
@@ -34,6 +42,7 @@ class EngineSettings:
     scheduler: str = "none"  # "none" (every trial trains all epochs) or "mo-asha"
     reduction_factor: float = 3  # mo-asha's η
     grace_epochs: int = 1  # mo-asha's first rung
+    max_failures: int = 2  # restarts of a trial after its worker process or node was lost
 
 
 @dataclass(frozen=True)
@@ -88,11 +97,45 @@ def run_trials(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(Path(ray_dir).resolve()),
             verbose=0,
-            callbacks=[progress],
+            callbacks=[progress, _RetryRecorder(searcher)],
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         ),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()  # on Ctrl+C, Ray stops its trials and returns
+    finally:
+        unfinished = searcher.fail_unfinished(
+            "interrupted: the search was stopped before the trial finished")
+    if unfinished:
+        raise SearchInterrupted(
+            f"search stopped before trial(s) {', '.join(map(str, unfinished))} finished (marked "
+            f"failed); the study '{study.study_name}' keeps every finished trial: run the same "
+            "command again to continue it")
     return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
+
+
+class _NoTunerRestoreHint(logging.Filter):
+    """Drops Ray's advice to resume with `Tuner.restore` after Ctrl+C: rerunning resumes here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+logging.getLogger("ray.tune.tune").addFilter(_NoTunerRestoreHint())
+
+
+class _RetryRecorder(Callback):
+    """Tells the searcher when Ray restarts a trial after losing its worker (Ray does not)."""
+
+    def __init__(self, searcher: BudgetedOptunaSearch):
+        self.searcher: BudgetedOptunaSearch | None = searcher
+
+    def __getstate__(self) -> dict:  # Ray pickles callbacks; the searcher keeps its own records
+        return {"searcher": None}
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        if self.searcher is not None:
+            self.searcher.on_trial_retry(trial.trial_id, trial.num_failures)
 
 
 def _scheduler(settings: EngineSettings, epochs: int) -> MultiObjectiveASHA | None:

@@ -28,7 +28,14 @@ BO_EXTRA = "pip install 'autopeft[bo]'"
 
 
 def _tpe(seed: int) -> BaseSampler:
-    return optuna.samplers.TPESampler(seed=seed)
+    # A search here is tens of trials, each method tried once at its defaults first, so
+    # Optuna's 10 random start-up trials would leave TPE few of them: 5 is enough to model.
+    # multivariate + group: a candidate's knobs depend on its method (define-by-run), and TPE
+    # models each group of parameters that occur together jointly instead of one by one.
+    with warnings.catch_warnings():  # multivariate/group are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True,
+                                          group=True, constant_liar=True)
 
 
 def _nsga2(seed: int) -> BaseSampler:

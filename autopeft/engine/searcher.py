@@ -3,7 +3,10 @@
 Over-budget candidates are told to Optuna as FAIL (status "infeasible") at suggestion time and
 never reach Ray, so they never train. Ray's stock OptunaSearch also tells early-stopped trials as
 COMPLETE and leaves trials with a NaN result RUNNING; here a trial is COMPLETE only when its
-final report arrived with a finite score, PRUNED when it was stopped before that, FAIL otherwise.
+final report arrived with a finite score, PRUNED when it was stopped before that, FAIL otherwise
+(its reason in the `error` user attr: a training error the trainable reported, or a worker that
+was lost more often than Ray retries it). Each trial records the search process that owns it,
+where Ray ran it, and how often Ray restarted it after losing its worker.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         self._budget = budget_params
         self._max_rejections = max_rejections
         self._results: dict[str, list[dict]] = {}
+        self._owner = records.process_owner()
         self.infeasible = 0
 
     @property
@@ -75,6 +79,7 @@ class BudgetedOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for _ in range(self._max_rejections):
             ot_trial = self._ot_study.ask()
+            ot_trial.set_user_attr(records.ATTR_OWNER, self._owner)
             candidate = self._space(ot_trial)
             ot_trial.set_user_attr(records.ATTR_METHOD, candidate["method"])
             try:
@@ -106,9 +111,29 @@ class BudgetedOptunaSearch(OptunaSearch):
         results = self._results.get(trial_id)
         if results is None:
             return
+        if _restarted(results, result):  # Ray retried it after losing its worker: start over
+            results.clear()
         results.append(result)
         curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
         self._ot_trials[trial_id].set_user_attr(records.ATTR_CURVE, curve)
+
+    def on_trial_retry(self, trial_id: str, failures: int) -> None:
+        """Ray is restarting a trial whose worker process or node was lost (FailureConfig)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr(records.ATTR_RETRIES, failures)
+
+    def fail_unfinished(self, why: str) -> list[int]:
+        """Tell every trial Ray has not finished as FAIL (the run was stopped); their numbers."""
+        numbers = []
+        for trial_id in list(self._ot_trials):
+            ot_trial = self._ot_trials.pop(trial_id)
+            self._results.pop(trial_id, None)
+            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
+            ot_trial.set_user_attr(records.ATTR_ERROR, why)
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            numbers.append(ot_trial.number)
+        return numbers
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -119,6 +144,8 @@ class BudgetedOptunaSearch(OptunaSearch):
         results = self._results.pop(trial_id, [])
         if result and not _already_seen(results, result):
             # e.g. the result a scheduler stopped the trial on: Ray skips on_trial_result then
+            if _restarted(results, result):
+                results.clear()
             results.append(result)
             curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
             if curve:
@@ -128,14 +155,19 @@ class BudgetedOptunaSearch(OptunaSearch):
         finite = isinstance(score, (int, float)) and math.isfinite(score)
         for key, value in _timings(results).items():
             ot_trial.set_user_attr(key, value)
+        if "node_id" in last:
+            ot_trial.set_user_attr(records.ATTR_WORKER, {
+                "node": last["node_id"], "host": last.get("hostname"), "pid": last.get("pid")})
         metrics = {k[len(METRIC_PREFIX):]: v for k, v in last.items()
                    if k.startswith(METRIC_PREFIX)}
         if metrics:
             ot_trial.set_user_attr(records.ATTR_METRICS, metrics)
             ot_trial.set_user_attr(records.ATTR_STORED, last["stored_params"])
-        if error:
+        if error or last.get("error"):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
-            message = last.get("error") or "trial raised; see the Ray trial log"
+            message = last.get("error") or (
+                "its worker failed (process killed, node lost or a Ray error) more often than "
+                "Ray retries it; see the Ray trial log")
             ot_trial.set_user_attr(records.ATTR_ERROR, message)
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         elif last.get("final") and finite:
@@ -152,6 +184,15 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_PRUNED)
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def _restarted(results: list[dict], result: dict) -> bool:
+    """Whether `result` is the first of a new attempt: another worker process, or no epoch on."""
+    if not results:
+        return False
+    last = results[-1]
+    moved = last.get("pid") is not None and result.get("pid") not in (None, last["pid"])
+    return moved or result.get("epoch", math.inf) <= last.get("epoch", -math.inf)
 
 
 def _already_seen(results: list[dict], result: dict) -> bool:

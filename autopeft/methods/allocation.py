@@ -39,7 +39,11 @@ def normalise(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
+MODULE_TYPES = (*(kind for kind, _ in _TYPES), "other")  # every value of `module_type`
+
+
 def module_type(name: str) -> str:
+    """The kind of module a backbone tensor belongs to (first matching pattern, else other)."""
     for kind, pattern in _TYPES:
         if pattern.search(name):
             return kind
@@ -47,6 +51,7 @@ def module_type(name: str) -> str:
 
 
 def layer_of(name: str) -> str:
+    """The block index of a tensor ("0", "1", ...), else "embeddings" or "other"."""
     match = _LAYER.search(name)
     if match:
         return match.group(1)
@@ -70,14 +75,31 @@ def _is_backbone(name: str) -> bool:
     return ".parametrizations." not in name or name.endswith(".original")
 
 
-def summarize(changed: dict[str, int], sizes: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Fraction of the backbone's entries changed, by layer and by module type."""
+def summarize(changed: dict[str, int], sizes: dict[str, int]) -> dict[str, dict]:
+    """Fraction of the backbone's entries changed, by layer, by module type and by both.
+
+    ``by_layer_type`` (layer → type → fraction) is the report's heatmap; ``by_layer`` and
+    ``by_type`` are its margins, kept because older studies have only those. A group exists
+    only where the backbone has entries, so a missing cell means "no such module there", not 0.
+    """
     changed = {normalise(n): c for n, c in changed.items()}
-    out: dict[str, dict[str, list[int]]] = {"by_layer": {}, "by_type": {}}
+    counts: dict[str, dict] = {"by_layer": {}, "by_type": {}, "by_layer_type": {}}
     for name, total in sizes.items():
-        count = changed.get(name, 0)
-        for key, group in (("by_layer", layer_of(name)), ("by_type", module_type(name))):
-            acc = out[key].setdefault(group, [0, 0])
+        count, layer, kind = changed.get(name, 0), layer_of(name), module_type(name)
+        for acc in (
+            counts["by_layer"].setdefault(layer, [0, 0]),
+            counts["by_type"].setdefault(kind, [0, 0]),
+            counts["by_layer_type"].setdefault(layer, {}).setdefault(kind, [0, 0]),
+        ):
             acc[0] += count
             acc[1] += total
-    return {key: {g: c / t for g, (c, t) in groups.items() if t} for key, groups in out.items()}
+    return {
+        "by_layer": _fractions(counts["by_layer"]),
+        "by_type": _fractions(counts["by_type"]),
+        "by_layer_type": {layer: _fractions(kinds)
+                          for layer, kinds in counts["by_layer_type"].items()},
+    }
+
+
+def _fractions(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {group: changed / total for group, (changed, total) in groups.items() if total}

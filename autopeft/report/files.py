@@ -13,14 +13,26 @@ PARETO_CSV = "pareto.csv"
 SUMMARY_MD = "summary.md"
 PARETO_HTML = "pareto.html"
 PARETO_PNG = "pareto.png"
+INDEX_HTML = "index.html"
+HYPERVOLUME_PNG = "hypervolume.png"
+ALLOCATION_PNG = "allocation.png"
 
 # What each file holds, in the order the summary lists them.
 REPORT_FILES: dict[str, str] = {
     SUMMARY_MD: "this summary",
+    INDEX_HTML: "the whole report on one page: interactive plots, tables, heatmaps (opens offline)",
     TRIALS_CSV: "every trial: state, cost, selection metrics, timings and knobs",
     PARETO_CSV: "the feasible Pareto front with dev-set scores (mean, std, per seed)",
-    PARETO_HTML: "interactive score-vs-stored-parameters plot (opens offline)",
-    PARETO_PNG: "the same plot as a static image",
+    PARETO_HTML: "interactive score-vs-stored-parameters plot alone (opens offline)",
+    PARETO_PNG: "the score-vs-stored-parameters plot as a static image",
+    HYPERVOLUME_PNG: "hypervolume after each trial: is the search still improving?",
+    ALLOCATION_PNG: "per-layer × module-type share of entries each Pareto point changed",
+}
+# The static figures, with the caption the summary shows above each.
+FIGURES: dict[str, str] = {
+    PARETO_PNG: "Selection score vs stored parameters",
+    HYPERVOLUME_PNG: "Hypervolume after each trial",
+    ALLOCATION_PNG: "Where each Pareto point changed the backbone",
 }
 
 

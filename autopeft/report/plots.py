@@ -1,8 +1,4 @@
-"""Score vs stored parameters: an interactive HTML plot and a static PNG of the same picture.
-
-The PNG is drawn with matplotlib, not plotly: plotly's static export (kaleido) needs a Chrome
-install, which offline machines and clusters do not have. Matplotlib's Agg backend needs nothing.
-"""
+"""Score vs stored parameters: one interactive figure (pareto.html and index.html) and its PNG."""
 
 from __future__ import annotations
 
@@ -11,28 +7,35 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_hex
-from matplotlib.figure import Figure
 
 from autopeft.report import fmt
-from autopeft.report.tables import STATE_COMPLETE, row_knobs
+from autopeft.report.style import (
+    BUDGET_COLOUR,
+    FRONT_COLOUR,
+    NOTE_COLOUR,
+    OVER_BUDGET_ALPHA,
+    PLOTLY_TEMPLATE,
+    colour_map,
+    png_figure,
+    save_png,
+)
+from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, STATE_COMPLETE, row_knobs
 from autopeft.study import StudySetup
 
 NO_TRIALS_NOTE = "no completed trials yet"
-# matplotlib's tab10 as hex, so both plots give a method the same colour.
-_PALETTE = tuple(to_hex(c) for c in colormaps["tab10"].colors)
-_BUDGET_COLOUR = "#c0392b"
-_FRONT_COLOUR = "#111111"
-_OVER_BUDGET_ALPHA = 0.07
 
 
 def write_pareto_html(
     trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup, path: Path
 ) -> None:
-    """An interactive plot with hover details, plotly.js embedded so it opens offline."""
-    points, front = _plotted(trials), _plotted(pareto)
+    """The Pareto figure alone in a page, plotly.js embedded so it opens offline."""
+    pareto_figure(trials, pareto, setup).write_html(str(path), include_plotlyjs=True,
+                                                    full_html=True)
+
+
+def pareto_figure(trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup) -> go.Figure:
+    """Every completed trial coloured by method, the front, and the budget; hover: the config."""
+    points, front = plotted_rows(trials), plotted_rows(pareto)
     colours = _method_colours(trials)
     fig = go.Figure()
     for method, group in points.groupby("method", sort=True):
@@ -43,7 +46,7 @@ def write_pareto_html(
                 mode="markers",
                 name=str(method),
                 marker={"color": colours[method], "size": 9, "opacity": 0.75},
-                text=[_hover(row, setup) for _, row in group.iterrows()],
+                text=[hover_text(row, setup) for _, row in group.iterrows()],
                 hovertemplate="%{text}<extra></extra>",
             )
         )
@@ -53,10 +56,10 @@ def write_pareto_html(
                 x=front["stored_params"].astype(float),
                 y=front["score"],
                 mode="lines+markers",
-                line={"shape": "hv", "color": _FRONT_COLOUR, "width": 1.5},
+                line={"shape": "hv", "color": FRONT_COLOUR, "width": 1.5},
                 marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"width": 2}},
                 name="Pareto front (within budget)",
-                text=[_hover(row, setup) for _, row in front.iterrows()],
+                text=[hover_text(row, setup) for _, row in front.iterrows()],
                 hovertemplate="<b>Pareto</b><br>%{text}<extra></extra>",
             )
         )
@@ -70,8 +73,8 @@ def write_pareto_html(
         x1=high,
         y0=0,
         y1=1,
-        fillcolor=_BUDGET_COLOUR,
-        opacity=_OVER_BUDGET_ALPHA,
+        fillcolor=BUDGET_COLOUR,
+        opacity=OVER_BUDGET_ALPHA,
         line={"width": 0},
         layer="below",
     )
@@ -83,7 +86,7 @@ def write_pareto_html(
         x1=setup.budget_params,
         y0=0,
         y1=1,
-        line={"color": _BUDGET_COLOUR, "dash": "dash", "width": 2},
+        line={"color": BUDGET_COLOUR, "dash": "dash", "width": 2},
     )
     fig.add_annotation(
         x=math.log10(setup.budget_params),
@@ -91,9 +94,9 @@ def write_pareto_html(
         y=1,
         yref="paper",
         yanchor="bottom",
-        text=_budget_label(setup),
+        text=budget_label(setup),
         showarrow=False,
-        font={"color": _BUDGET_COLOUR},
+        font={"color": BUDGET_COLOUR},
     )
     if points.empty:
         fig.add_annotation(
@@ -104,7 +107,7 @@ def write_pareto_html(
             text=NO_TRIALS_NOTE,
             showarrow=False,
             bgcolor="white",
-            font={"size": 18, "color": "#666666"},
+            font={"size": 18, "color": NOTE_COLOUR},
         )
     fig.update_layout(
         title=_title(setup),
@@ -115,20 +118,19 @@ def write_pareto_html(
         },
         yaxis={"title": _y_label(setup)},
         legend={"title": "method"},
-        template="plotly_white",
+        template=PLOTLY_TEMPLATE,
         hovermode="closest",
     )
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    return fig
 
 
 def write_pareto_png(
     trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup, path: Path
 ) -> None:
     """A static copy of the plot for papers, READMEs and terminals without a browser."""
-    points, front = _plotted(trials), _plotted(pareto)
+    points, front = plotted_rows(trials), plotted_rows(pareto)
     colours = _method_colours(trials)
-    fig = Figure(figsize=(9, 5.5), dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)  # Agg explicitly: no display, no global pyplot state
+    fig = png_figure()
     ax = fig.add_subplot()
     for method, group in points.groupby("method", sort=True):
         ax.scatter(
@@ -142,13 +144,13 @@ def write_pareto_png(
         )
     if not front.empty:
         xs, ys = front["stored_params"].astype(float), front["score"]
-        ax.step(xs, ys, where="post", color=_FRONT_COLOUR, linewidth=1.2, zorder=2)
+        ax.step(xs, ys, where="post", color=FRONT_COLOUR, linewidth=1.2, zorder=2)
         ax.scatter(
             xs,
             ys,
             s=130,
             facecolors="none",
-            edgecolors=_FRONT_COLOUR,
+            edgecolors=FRONT_COLOUR,
             linewidths=1.6,
             label="Pareto front (within budget)",
             zorder=4,
@@ -157,20 +159,20 @@ def write_pareto_png(
             ax.annotate(f"#{n}", (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
     ax.axvline(
         setup.budget_params,
-        color=_BUDGET_COLOUR,
+        color=BUDGET_COLOUR,
         linestyle="--",
         linewidth=1.8,
-        label=_budget_label(setup),
+        label=budget_label(setup),
         zorder=1,
     )
     low, high = _x_range(points, setup.budget_params)
-    ax.axvspan(setup.budget_params, high, color=_BUDGET_COLOUR, alpha=_OVER_BUDGET_ALPHA, lw=0)
+    ax.axvspan(setup.budget_params, high, color=BUDGET_COLOUR, alpha=OVER_BUDGET_ALPHA, lw=0)
     ax.text(
         setup.budget_params,
         0.99,
         " over budget",
         transform=ax.get_xaxis_transform(),
-        color=_BUDGET_COLOUR,
+        color=BUDGET_COLOUR,
         ha="left",
         va="top",
         fontsize=9,
@@ -184,7 +186,7 @@ def write_pareto_png(
             ha="center",
             va="center",
             fontsize=14,
-            color="#666666",
+            color=NOTE_COLOUR,
             bbox={"facecolor": "white", "edgecolor": "none"},
             zorder=5,
         )
@@ -195,10 +197,10 @@ def write_pareto_png(
     ax.set_title(_title(setup))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
-    fig.savefig(path, format="png")
+    save_png(fig, path)
 
 
-def _plotted(frame: pd.DataFrame) -> pd.DataFrame:
+def plotted_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """COMPLETE rows with a score and a positive cost: the only ones a log-x plot can show."""
     keep = (
         (frame["state"] == STATE_COMPLETE)
@@ -211,8 +213,7 @@ def _plotted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _method_colours(trials: pd.DataFrame) -> dict[str, str]:
     """Colour by method over all trials, so a method keeps its colour as the study grows."""
-    methods = sorted({str(m) for m in trials["method"] if not fmt.is_missing(m)})
-    return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(methods)}
+    return colour_map(str(m) for m in trials["method"] if not fmt.is_missing(m))
 
 
 def _x_range(points: pd.DataFrame, budget: int) -> tuple[float, float]:
@@ -223,24 +224,33 @@ def _x_range(points: pd.DataFrame, budget: int) -> tuple[float, float]:
     return min(values) / 2.0, max(values) * 2.0
 
 
-def _hover(row: pd.Series, setup: StudySetup) -> str:
+def hover_text(row: pd.Series, setup: StudySetup) -> str:
+    """Everything needed to reproduce a point: outcome, cost, dev score and every knob."""
     lines = [
         f"trial #{row['trial']}",
         f"method: {row['method']}",
         f"score ({setup.primary_metric}): {fmt.score(row['score'])}",
         f"stored: {fmt.count(row['stored_params'])} ({fmt.percent(row['budget_used'])} of budget)",
     ]
+    if not fmt.is_missing(row.get(DEV_SCORE)):
+        dev = fmt.dev_score(row[DEV_SCORE], row.get(DEV_STD), row.get(DEV_SEEDS, 0))
+        lines.append(f"dev score: {dev}")
     lines += [f"{name}: {fmt.knob(v)}" for name, v in sorted(row_knobs(row).items())]
     return "<br>".join(lines)
 
 
-def _budget_label(setup: StudySetup) -> str:
+def budget_label(setup: StudySetup) -> str:
+    """`budget 0.5% = 10,000 params`: the spec the user typed and what it resolved to."""
     return f"budget {setup.budget_spec} = {setup.budget_params:,} params"
 
 
+def short_model(setup: StudySetup) -> str:
+    """The model's last path component: `all-MiniLM-L6-v2`."""
+    return setup.model.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _title(setup: StudySetup) -> str:
-    model = setup.model.rstrip("/").rsplit("/", 1)[-1]
-    return f"{setup.task} / {model}: selection score vs stored parameters"
+    return f"{setup.task} / {short_model(setup)}: selection score vs stored parameters"
 
 
 def _y_label(setup: StudySetup) -> str:

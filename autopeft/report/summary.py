@@ -4,74 +4,39 @@ from __future__ import annotations
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
 
-from autopeft.report import fmt
-from autopeft.report.files import REPORT_FILES
-from autopeft.report.tables import (
-    DEV_SCORE,
-    DEV_SEEDS,
-    DEV_STD,
-    STATE_INFEASIBLE,
-    row_knobs,
-)
+from autopeft.report import fmt, views
+from autopeft.report.files import FIGURES, REPORT_FILES
+from autopeft.report.tables import DEV_SEEDS, STATE_INFEASIBLE, best_per_method, row_knobs
 from autopeft.study import StudySetup, final_runs, study_setup
 
-# Every state a trial row can have, in reading order, with what it means for the user.
-STATE_MEANINGS: dict[str, str] = {
-    TrialState.COMPLETE.name: "trained and evaluated",
-    TrialState.PRUNED.name: "stopped early by the pruner",
-    STATE_INFEASIBLE: "over the budget, never trained",
-    TrialState.FAIL.name: "crashed or interrupted",
-    TrialState.RUNNING.name: "still running",
-    TrialState.WAITING.name: "queued",
-}
 
-
-def render_summary(study: optuna.Study, trials: pd.DataFrame, pareto: pd.DataFrame) -> str:
-    """Markdown that a reader can act on without opening the CSVs."""
+def render_summary(study: optuna.Study, trials: pd.DataFrame, pareto: pd.DataFrame,
+                   best: pd.DataFrame | None = None) -> str:
+    """Markdown that a reader can act on without opening the CSVs, and paste into a PR."""
     setup = study_setup(study)
+    best = best_per_method(study) if best is None else best
     sections = [
         f"# AutoPEFT report: {study.study_name}",
-        _setup_table(setup),
+        markdown_table(views.SETUP_HEADER, views.setup_rows(setup)),
         _trial_counts(trials),
         _best(pareto, setup),
         _front_table(pareto),
+        _best_per_method(best),
+        _figures(),
         _files(),
         _dev_note(study, pareto),
     ]
     return "\n\n".join(sections) + "\n"
 
 
-def _setup_table(setup: StudySetup) -> str:
-    share = setup.budget_params / setup.backbone_params if setup.backbone_params else None
-    budget = (
-        f"`{setup.budget_spec}` = {fmt.count(setup.budget_params)} stored parameters "
-        f"({fmt.percent(share, 3)} of {fmt.count(setup.backbone_params)} backbone parameters)"
-    )
-    rows = [
-        ("Task", setup.task),
-        ("Model", setup.model),
-        ("Budget", budget),
-        ("Primary metric", setup.primary_metric),
-        ("Methods searched", ", ".join(setup.methods) or fmt.MISSING),
-        ("Data source", setup.data_source or fmt.MISSING),
-        ("Selection split", f"{fmt.percent(setup.selection_fraction)} of the training data"),
-        ("Epochs per trial", str(setup.epochs)),
-        ("Seed", str(setup.seed)),
-    ]
-    return _table(["setting", "value"], rows)
-
-
 def _trial_counts(trials: pd.DataFrame) -> str:
     counts = trials["state"].value_counts()
-    states = [*STATE_MEANINGS, *sorted(set(counts.index) - set(STATE_MEANINGS))]
-    rows = [(s, STATE_MEANINGS.get(s, ""), str(int(counts.get(s, 0)))) for s in states]
     infeasible = int(counts.get(STATE_INFEASIBLE, 0))
     lines = [
         "## Trials",
         f"{len(trials)} trials in total.",
-        _table(["state", "meaning", "trials"], rows),
+        markdown_table(views.STATE_HEADER, views.state_rows(trials)),
         f"{infeasible} candidate{'s were' if infeasible != 1 else ' was'} infeasible "
         "(over the stored-parameter budget) and never trained.",
     ]
@@ -86,7 +51,7 @@ def _best(pareto: pd.DataFrame, setup: StudySetup) -> str:
         f"Trial #{row['trial']} ({row['method']}) reached a selection {setup.primary_metric} "
         f"of **{fmt.score(row['score'])}** with {fmt.count(row['stored_params'])} stored "
         f"parameters ({fmt.percent(row['budget_used'])} of the budget); "
-        f"dev score {_dev(row)}.\n\n"
+        f"dev score {views.dev(row)}.\n\n"
         f"Knobs: {fmt.knobs(row_knobs(row))}."
     )
     return f"## Best selection score\n\n{text}"
@@ -96,37 +61,24 @@ def _front_table(pareto: pd.DataFrame) -> str:
     title = "## Pareto front (within budget, cheapest first)"
     if pareto.empty:
         return f"{title}\n\nEmpty: no completed trial within the budget yet."
-    header = [
-        "trial",
-        "method",
-        "stored params",
-        "% of budget",
-        "selection score",
-        "dev score (mean ± std, K seeds)" if (pareto[DEV_SEEDS] > 0).any() else "dev score",
-        "key knobs",
-    ]
-    rows = [
-        (
-            f"#{row['trial']}",
-            str(row["method"]),
-            fmt.count(row["stored_params"]),
-            fmt.percent(row["budget_used"]),
-            fmt.score(row["score"]),
-            _dev(row),
-            fmt.knobs(row_knobs(row)),
-        )
-        for _, row in pareto.iterrows()
-    ]
-    return f"{title}\n\n{_table(header, rows)}"
+    return f"{title}\n\n{markdown_table(*views.front_table(pareto))}"
+
+
+def _best_per_method(best: pd.DataFrame) -> str:
+    title = "## Best per method (within budget)"
+    if best.empty:
+        return f"{title}\n\nNo completed trial within the budget yet."
+    return f"{title}\n\n{markdown_table(*views.best_table(best))}"
+
+
+def _figures() -> str:
+    images = [f"**{caption}**\n\n![{caption}]({name})" for name, caption in FIGURES.items()]
+    return "## Figures\n\n" + "\n\n".join(images)
 
 
 def _files() -> str:
     lines = [f"- `{name}`: {what}" for name, what in REPORT_FILES.items()]
     return "## Files\n\n" + "\n".join(lines)
-
-
-def _dev(row: pd.Series) -> str:
-    return fmt.dev_score(row[DEV_SCORE], row.get(DEV_STD), row.get(DEV_SEEDS, 0))
 
 
 def _dev_note(study: optuna.Study, pareto: pd.DataFrame) -> str:
@@ -157,7 +109,8 @@ def _dev_note(study: optuna.Study, pareto: pd.DataFrame) -> str:
     return text
 
 
-def _table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+def markdown_table(header: list[str], rows: list[tuple[str, ...]]) -> str:
+    """A GitHub-flavoured Markdown table; pipes inside cells are escaped."""
     lines = [_row(header), _row(["---"] * len(header))]
     lines += [_row(list(r)) for r in rows]
     return "\n".join(lines)

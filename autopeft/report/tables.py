@@ -78,29 +78,53 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return _typed(pd.DataFrame(rows, columns=columns))
 
 
-def pareto_frame(study: optuna.Study) -> pd.DataFrame:
+def pareto_frame(study: optuna.Study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """The feasible front's rows, cheapest first, with the dev scores reported for them.
 
     A point retrained with K seeds (``--final-seeds``) gets the mean over its seeds in the dev
     columns, the sample std in `dev_score_std`, K in `dev_seeds` and each seed's score in
     `dev_seed_scores`; otherwise its trial artifact's dev metrics with `dev_seeds` 0.
+    `trials` (the study's `trials_frame`) saves reading the study again.
     """
-    trials = trials_frame(study)
     front = [t.number for t in feasible_front(study)]
-    dev = {n: _dev_of_point(n, study) for n in front}
-    dev_metrics = sorted({m for n in front for m in dev[n][0] if m != SCORE_KEY})
-    dev_columns = [DEV_SCORE, *(f"{DEV_PREFIX}{m}" for m in dev_metrics)]
-
-    pareto = trials.set_index("trial", drop=False).loc[front].reset_index(drop=True)
-    for column in dev_columns:
-        key = column.removeprefix(DEV_PREFIX)
-        pareto[column] = [_number(dev[n][0].get(key)) for n in front]
-    pareto = pareto.astype({c: "float64" for c in dev_columns})
-    pareto[DEV_STD] = pd.Series([_number(dev[n][1]) for n in front], dtype="float64")
-    pareto[DEV_SEEDS] = pd.Series([dev[n][2] for n in front], dtype="Int64")
-    pareto[DEV_SEED_SCORES] = pd.Series([dev[n][3] for n in front], dtype="object")
+    pareto = _with_dev(trials_frame(study) if trials is None else trials, front, study)
     # Stable sort keeps feasible_front's tie-break (higher score first at equal cost).
     return pareto.sort_values("stored_params", kind="stable").reset_index(drop=True)
+
+
+def best_per_method(study: optuna.Study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each method's best COMPLETE trial within the budget (ties: fewer stored params).
+
+    What a reader asks after "what won": how good did each method get under the same budget.
+    Dev columns as in `pareto_frame`, filled when that trial was evaluated on dev.
+    """
+    trials = trials_frame(study) if trials is None else trials
+    feasible = trials[
+        (trials["state"] == STATE_COMPLETE)
+        & trials["score"].notna()
+        & (trials["stored_params"] <= study_setup(study).budget_params).fillna(False)
+    ]
+    ranked = feasible.sort_values(["score", "stored_params"], ascending=[False, True],
+                                  kind="stable")
+    best = ranked.drop_duplicates("method").sort_values("score", ascending=False, kind="stable")
+    return _with_dev(trials, [int(n) for n in best["trial"]], study)
+
+
+def _with_dev(trials: pd.DataFrame, numbers: list[int], study: optuna.Study) -> pd.DataFrame:
+    """The rows of trials `numbers`, in that order, with their dev columns."""
+    dev = {n: _dev_of_point(n, study) for n in numbers}
+    dev_metrics = sorted({m for n in numbers for m in dev[n][0] if m != SCORE_KEY})
+    dev_columns = [DEV_SCORE, *(f"{DEV_PREFIX}{m}" for m in dev_metrics)]
+
+    rows = trials.set_index("trial", drop=False).loc[numbers].reset_index(drop=True)
+    for column in dev_columns:
+        key = column.removeprefix(DEV_PREFIX)
+        rows[column] = [_number(dev[n][0].get(key)) for n in numbers]
+    rows = rows.astype({c: "float64" for c in dev_columns})
+    rows[DEV_STD] = pd.Series([_number(dev[n][1]) for n in numbers], dtype="float64")
+    rows[DEV_SEEDS] = pd.Series([dev[n][2] for n in numbers], dtype="Int64")
+    rows[DEV_SEED_SCORES] = pd.Series([dev[n][3] for n in numbers], dtype="object")
+    return rows
 
 
 def _dev_of_point(number: int, study: optuna.Study) -> tuple[dict[str, Any], Any, int, str]:

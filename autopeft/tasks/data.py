@@ -86,10 +86,27 @@ def _first_file(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def read_examples(task: TaskSpec, path: str | Path, require_labels: bool = True) -> pd.DataFrame:
+    """One file of `task`, read by the reader its extension names (.tsv GLUE, .csv, .jsonl).
+
+    For predictions (`require_labels=False`) the label column may be absent or empty: such
+    labels are NaN, and the frame's index is each kept row's 0-based data row in the file.
+    """
+    path = Path(path).expanduser()
+    readers = {".tsv": _read_glue_tsv, ".csv": _read_csv, ".jsonl": _read_jsonl}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise AutoPeftError(f"'{path}' has an unsupported extension; accepted: "
+                            f"{', '.join(readers)} (GLUE TSV, CSV, JSON Lines)")
+    if not path.is_file():
+        raise AutoPeftError(f"input file '{path}' does not exist")
+    return reader(task, path, require_labels=require_labels)
+
+
 # --- GLUE TSV -------------------------------------------------------------------------------
 
 
-def _read_glue_tsv(task: TaskSpec, path: Path) -> pd.DataFrame:
+def _read_glue_tsv(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
     """Read one GLUE TSV; rows that do not parse (GLUE's QQP/MNLI have a few) are dropped."""
     layout = task.tsv
     try:
@@ -104,10 +121,13 @@ def _read_glue_tsv(task: TaskSpec, path: Path) -> pd.DataFrame:
             on_bad_lines="skip",  # rows with extra fields
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise AutoPeftError(f"{path} is not a readable GLUE TSV file: {_one_line(exc)}") from exc
+        raise _unreadable(path, "GLUE TSV", exc) from exc
     fields = (*layout.text_fields, layout.label_field)
     columns = {}
     for canonical, field in zip((*task.text_columns, "label"), fields, strict=True):
+        if field not in raw.columns and canonical == "label" and not require_labels:
+            columns[canonical] = pd.Series("", index=raw.index)
+            continue
         if field not in raw.columns:
             expected = ", ".join(_describe_field(f) for f in fields)
             raise AutoPeftError(
@@ -117,7 +137,8 @@ def _read_glue_tsv(task: TaskSpec, path: Path) -> pd.DataFrame:
         columns[canonical] = raw[field]
     frame = pd.DataFrame(columns)
     skipped = _count_lines(path) - int(layout.has_header) - len(raw)
-    return _clean(task, frame, path, strict_labels=False, already_dropped=max(skipped, 0))
+    return _clean(task, frame, path, strict_labels=False, already_dropped=max(skipped, 0),
+                  require_labels=require_labels)
 
 
 def _describe_field(field: str | int) -> str:
@@ -132,33 +153,41 @@ def _count_lines(path: Path) -> int:
 # --- CSV and JSON Lines -----------------------------------------------------------------------
 
 
-def _read_csv(task: TaskSpec, path: Path) -> pd.DataFrame:
+def _read_csv(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise AutoPeftError(f"{path} is not a readable CSV file: {_one_line(exc)}") from exc
-    return _clean(task, _canonical_columns(task, raw, path), path, strict_labels=True)
+        raise _unreadable(path, "CSV", exc) from exc
+    return _clean(task, _canonical_columns(task, raw, path, require_labels), path,
+                  strict_labels=True, require_labels=require_labels)
 
 
-def _read_jsonl(task: TaskSpec, path: Path) -> pd.DataFrame:
+def _read_jsonl(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
     records = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AutoPeftError(f"{path}:{number} is not valid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise AutoPeftError(f"{path}:{number} is not a JSON object; each line needs one")
-            records.append(record)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise _unreadable(path, "JSON Lines", exc) from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AutoPeftError(f"{path}:{number} is not valid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise AutoPeftError(f"{path}:{number} is not a JSON object; each line needs one")
+        records.append(record)
     raw = pd.DataFrame.from_records(records)
-    return _clean(task, _canonical_columns(task, raw, path), path, strict_labels=True)
+    return _clean(task, _canonical_columns(task, raw, path, require_labels), path,
+                  strict_labels=True, require_labels=require_labels)
 
 
-def _canonical_columns(task: TaskSpec, raw: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+def _canonical_columns(task: TaskSpec, raw: pd.DataFrame, path: Path | str,
+                       require_labels: bool = True) -> pd.DataFrame:
     needed = (*task.text_columns, "label")
+    if not require_labels and "label" not in raw.columns:
+        raw = raw.assign(label="")
     for column in needed:
         if column not in raw.columns:
             raise AutoPeftError(
@@ -218,11 +247,13 @@ def _clean(
     path: Path | str,
     strict_labels: bool,
     already_dropped: int = 0,
+    require_labels: bool = True,
 ) -> pd.DataFrame:
     """Drop rows missing a text or label, map labels to numbers, reset the index.
 
     With `strict_labels`, a label that is present but not recognised is an error (a user file);
-    otherwise it marks a malformed row and the row is dropped (GLUE's own files).
+    otherwise it marks a malformed row and the row is dropped (GLUE's own files). Without
+    `require_labels` rows need only their texts and keep their data row number as the index.
     """
     texts = {c: frame[c].astype("string").str.strip() for c in task.text_columns}
     has_text = pd.concat([t.fillna("").ne("") for t in texts.values()], axis=1).all(axis=1)
@@ -236,15 +267,21 @@ def _clean(
             f"{path}: label '{raw_labels.iloc[position]}' in data row {position + 1} is not "
             f"usable; {task.name} accepts {_accepted_labels(task)}"
         )
-    keep = (has_text & labels.notna()).to_numpy()
+    keep = (has_text & (labels.notna() | (not require_labels))).to_numpy()
+    if not keep.any():  # before the warning below, so that the error is the only line shown
+        raise AutoPeftError(
+            f"{path} has no usable rows: each lacks a text ({', '.join(task.text_columns)})"
+            + (f" or a valid label; {task.name} accepts {_accepted_labels(task)}"
+               if require_labels else ""))
     dropped = already_dropped + int((~keep).sum())
     if dropped:
         log.warning("%s: dropped %d malformed or incomplete rows", path, dropped)
-    if not keep.any():
-        raise AutoPeftError(f"{path} has no usable rows: each lacks a text or a valid label")
     out = pd.DataFrame({c: frame[c][keep].astype(str).to_numpy() for c in task.text_columns})
-    dtype = float if task.is_regression else np.int64
-    out["label"] = labels[keep].to_numpy().astype(dtype)
+    kept = labels[keep].to_numpy()
+    dtype = float if task.is_regression or np.isnan(kept).any() else np.int64
+    out["label"] = kept.astype(dtype)
+    if not require_labels:
+        out.index = np.flatnonzero(keep)
     return out
 
 
@@ -264,6 +301,13 @@ def _accepted_labels(task: TaskSpec) -> str:
         return "a number"
     names = ", ".join(task.label_names)
     return f"0..{task.num_labels - 1} or one of: {names}"
+
+
+def _unreadable(path: Path, kind: str, exc: Exception) -> AutoPeftError:
+    """One line for a file its reader chokes on; an encoding error says what is accepted."""
+    hint = ("; accepted: UTF-8 text (re-save it as UTF-8)"
+            if isinstance(exc, UnicodeDecodeError) else "")
+    return AutoPeftError(f"{path} is not a readable {kind} file: {_one_line(exc)}{hint}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from autopeft.errors import TrainingDiverged
 from autopeft.methods.base import Method
 from autopeft.tasks import TaskSpec, compute_metrics
 from autopeft.train.data import TokenizedSplit, eval_batches, train_loader
@@ -69,7 +70,8 @@ def fit(
     """Train for `settings.epochs`, evaluating on the selection split after each epoch.
 
     With `selection` None (the final retraining, whose train set includes the selection split)
-    no epoch is evaluated and each result's metrics are empty.
+    no epoch is evaluated and each result's metrics are empty. A NaN or infinite loss raises
+    `TrainingDiverged` at once.
     """
     device = pick_device()
     model.to(device)
@@ -88,6 +90,11 @@ def fit(
             with autocast(device):
                 loss = model(**batch).loss
                 penalty = method.penalty(model)
+            value = loss.item()
+            if not math.isfinite(value):  # NaN weights would only give a meaningless score
+                raise TrainingDiverged(
+                    f"training loss became {value} at epoch {epoch}, step {step + 1} "
+                    f"(learning rate {settings.learning_rate:g}); the candidate diverged")
             (loss if penalty is None else loss + penalty).backward()
             method.after_backward(model, step)
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
@@ -99,7 +106,7 @@ def fit(
                 optimizer, scheduler, trainable = build_optimizer(
                     model, method, settings, total_steps - step, warmup_steps=0
                 )
-            losses.append(loss.item())
+            losses.append(value)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         metrics = ({} if selection is None
@@ -127,10 +134,17 @@ def build_optimizer(model, method: Method, settings: LoopSettings, steps: int, w
     return optimizer, scheduler, trainable
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, split: TokenizedSplit, tokenizer, task: TaskSpec, batch_size: int = 64
 ) -> dict[str, float]:
+    return compute_metrics(task, predict_logits(model, split, tokenizer, batch_size),
+                           split.labels)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: TokenizedSplit, tokenizer,
+                   batch_size: int = 64) -> np.ndarray:
+    """The model's logits per example, in the split's order (batched by length, eval mode)."""
     device = pick_device()
     model.to(device)
     model.eval()
@@ -143,4 +157,4 @@ def evaluate(
     predictions = torch.cat(outputs).numpy()
     restored = np.empty_like(predictions)
     restored[order] = predictions
-    return compute_metrics(task, restored, split.labels)
+    return restored

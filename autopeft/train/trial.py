@@ -20,6 +20,7 @@ from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
 from autopeft.tasks import get_task
+from autopeft.train import faults
 from autopeft.train.data import SearchData, SplitBatches, TokenizedSplit
 from autopeft.train.loop import EpochResult, LoopSettings, evaluate, fit, pick_device
 
@@ -136,6 +137,13 @@ def run_trial(
             "head_params": head,
             "trainable_line": trainable_line(count_params(model, True), count_params(model)),
         })
+        faults.inject("built", number, model)  # a no-op unless a fault test asks for one
+
+    def end_epoch(result: EpochResult) -> None:
+        if result.epoch < context.epochs:  # the last epoch is reported once saved, below
+            report_epoch(result)
+        if result.epoch == 1:
+            faults.inject("epoch", number)
 
     def report_epoch(result: EpochResult, **extra: Any) -> None:
         report({
@@ -157,7 +165,7 @@ def run_trial(
         candidate, data.train, data.selection, data.tokenizer, context,
         seed=context.seed + number,
         on_built=check_budget,
-        on_epoch_end=lambda r: r.epoch < context.epochs and report_epoch(r),
+        on_epoch_end=end_epoch,
     )
     method, model, last = trained.method, trained.model, trained.last
     allocation = summarize(method.changed_entries(model), backbone_sizes(model))

@@ -1,0 +1,313 @@
+"""Faults during a search: lost workers, killed or interrupted drivers, diverging or
+out-of-memory trials, two searches on one study, a lost Ray node. The study must keep every
+finished trial, never count one twice, and the search must finish (or resume) cleanly.
+
+Every search here is the real `autopeft search` in a subprocess on the tiny BERT and a 64-pair
+slice of MRPC, with Ray on loopback. Faults inside a trial come from the documented test hook
+`AUTOPEFT_TEST_FAULT` (autopeft/train/faults.py), read by the Ray workers; the driver is
+signalled from here, and the lost node is killed from here, process by process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft import study as records
+from autopeft.train.faults import ENV as FAULT_ENV
+
+TRIAL_TIMEOUT_S = 300  # per search; a tiny trial takes seconds, Ray's start-up ~10 s
+
+
+def _args(tiny_bert: Path, mrpc_dir: Path, study: str, trials: int, *extra: str) -> list[str]:
+    """A tiny bitfit-only search: no over-budget candidates, so trial numbers are predictable."""
+    return ["search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
+            "--data-dir", str(mrpc_dir), "--methods", "bitfit", "--trials", str(trials),
+            "--max-train-samples", "64", "--batch-size", "16", "--epochs", "2",
+            "--sampler", "random", "--seed", "1", "--study", study, "--final-seeds", "0", *extra]
+
+
+class Search:
+    """`autopeft search` running in a subprocess, its output in files (no pipe to fill up)."""
+
+    def __init__(self, args: list[str], cwd: Path, name: str, **env: str):
+        self.out, self.err = cwd / f"{name}.out", cwd / f"{name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "autopeft", *args], cwd=cwd, stdout=out, stderr=err,
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait(self, timeout: float = TRIAL_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"search timed out:\n{self.stderr[-3000:]}") from None
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = TRIAL_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"search ended first ({self.proc.returncode}):\n"
+                                     f"{self.stderr[-3000:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"condition not reached:\n{self.stderr[-3000:]}")
+            time.sleep(0.3)
+
+
+def _journal(work: Path, study: str) -> Path:
+    return work / "studies" / study / "optuna.journal"
+
+
+def _trials(work: Path, study: str) -> list[FrozenTrial]:
+    """The study's trials, read without changing anything (no stale-trial marking)."""
+    path = _journal(work, study)
+    if not path.is_file():
+        return []
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    if study not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return []
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def _numbers(trials: list[FrozenTrial], state: TrialState) -> set[int]:
+    return {t.number for t in trials if t.state == state}
+
+
+def _artifacts(work: Path, study: str) -> set[str]:
+    folder = work / "studies" / study / "artifacts"
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def _assert_whole_study(work: Path, study: str) -> list[FrozenTrial]:
+    """Nothing left running, every COMPLETE trial has its one artifact, the journal is sound."""
+    records.check_journal(_journal(work, study))
+    trials = _trials(work, study)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials)))  # no trial lost or counted twice
+    assert not _numbers(trials, TrialState.RUNNING) | _numbers(trials, TrialState.WAITING)
+    complete = _numbers(trials, TrialState.COMPLETE)
+    assert {f"trial-{n:04d}" for n in complete} <= _artifacts(work, study)
+    assert all(t.user_attrs[records.ATTR_ARTIFACT] == f"artifacts/trial-{t.number:04d}"
+               for t in trials if t.state == TrialState.COMPLETE)
+    return trials
+
+
+# --- one search with a killed worker, a NaN loss and an out-of-memory trial ------------------
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, tiny_bert, mrpc_dir):
+    """Trial 0 trains normally; trial 1's worker is SIGKILLed after its first epoch (once);
+    trial 2's loss is NaN; trial 3 runs out of memory."""
+    work = tmp_path_factory.mktemp("faults")
+    marker = work / "killed-pid"
+    search = Search(_args(tiny_bert, mrpc_dir, "faults", 4), work, "faults",
+                    **{FAULT_ENV: f"kill:1:{marker},nan:2,oom:3"})
+    code = search.wait()
+    assert code == 0, search.stderr[-3000:]
+    trials = {t.number: t for t in _assert_whole_study(work, "faults")}
+    report = pd.read_csv(work / "reports" / "faults" / "trials.csv").set_index("trial")
+    return work, search, trials, report, marker
+
+
+def test_killed_worker_is_retried_and_its_trial_completes(faulty):
+    work, search, trials, report, marker = faulty
+    assert marker.is_file(), "the kill hook never fired"
+    killed_pid = int(marker.read_text())
+    retried = trials[1]
+    assert retried.state == TrialState.COMPLETE
+    assert retried.user_attrs[records.ATTR_RETRIES] == 1
+    assert retried.user_attrs[records.ATTR_WORKER]["pid"] != killed_pid  # a new worker did it
+    # the lost attempt's epoch is not counted again: one clean curve of the retry
+    assert [p["epoch"] for p in retried.user_attrs[records.ATTR_CURVE]] == [1, 2]
+    assert records.ATTR_RETRIES not in trials[0].user_attrs
+    assert "↻ trial 1: its worker was lost" in search.stderr
+    assert "Traceback" not in search.stderr  # one progress line, not Ray's trace
+    assert list(report.loc[[0, 1], "state"]) == ["COMPLETE", "COMPLETE"]
+
+
+def test_nan_loss_fails_the_trial_with_its_reason_and_the_search_goes_on(faulty):
+    work, search, trials, report, _ = faulty
+    diverged = trials[2]
+    assert diverged.state == TrialState.FAIL
+    assert diverged.user_attrs[records.ATTR_STATUS] == records.STATUS_ERROR
+    reason = diverged.user_attrs[records.ATTR_ERROR]
+    assert reason.startswith("TrainingDiverged: training loss became nan at epoch 1, step 1")
+    assert report.loc[2, "error"] == reason and report.loc[2, "state"] == "FAIL"
+    assert "trial-0002" not in _artifacts(work, "faults")
+    assert f"✘ trial 2: {reason}" in search.stderr
+    assert 3 in trials and trials[3].state.is_finished()  # the next trial still ran
+
+
+def test_out_of_memory_fails_the_trial_with_a_clear_reason(faulty):
+    work, search, trials, report, _ = faulty
+    oom = trials[3]
+    assert oom.state == TrialState.FAIL
+    reason = oom.user_attrs[records.ATTR_ERROR]
+    assert reason.startswith("out of memory (OutOfMemoryError: ")
+    assert "lower --batch-size or --concurrency" in reason
+    assert report.loc[3, "error"] == reason
+    assert "trial-0003" not in _artifacts(work, "faults")
+    assert "Pareto front of faults" in search.out.read_text()  # the search finished
+
+
+# --- the driver interrupted, then killed, then resumed ----------------------------------------
+def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_trials(
+        tmp_path, tiny_bert, mrpc_dir):
+    asked = 3
+    args = _args(tiny_bert, mrpc_dir, "resume", asked)
+
+    def running_after(done: int) -> Callable[[], bool]:
+        def check() -> bool:
+            trials = _trials(tmp_path, "resume")
+            return (len(_numbers(trials, TrialState.COMPLETE)) >= done
+                    and bool(_numbers(trials, TrialState.RUNNING)))
+        return check
+
+    # Ctrl+C while a trial trains: it is marked failed, the run exits 130 without a report
+    first = Search(args, tmp_path, "first")
+    first.wait_until(running_after(1))
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait() == 130, first.stderr[-3000:]
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: search stopped before trial(s)"), last
+    assert "run the same command again" in last
+    trials = _assert_whole_study(tmp_path, "resume")
+    interrupted = [t for t in trials if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs[records.ATTR_ERROR].startswith(
+        "interrupted: the search was stopped") for t in interrupted)
+    kept_first = _numbers(trials, TrialState.COMPLETE)
+    assert not (tmp_path / "reports" / "resume").exists()
+
+    # SIGKILL while a trial trains: nothing can mark it, so it stays RUNNING until a resume
+    second = Search(args, tmp_path, "second")
+    second.wait_until(running_after(len(kept_first) + 1))
+    second.proc.kill()
+    second.wait()
+    trials = _trials(tmp_path, "resume")
+    stale = _numbers(trials, TrialState.RUNNING)
+    assert stale and all(trials[n].user_attrs[records.ATTR_OWNER]["pid"] == second.proc.pid
+                         for n in stale)
+    kept = _numbers(trials, TrialState.COMPLETE)
+    assert kept > kept_first
+
+    # the same command again: the stale trial is failed, the asked trials are added, once each
+    third = Search(args, tmp_path, "third")
+    assert third.wait() == 0, third.stderr[-3000:]
+    trials = _assert_whole_study(tmp_path, "resume")
+    complete = _numbers(trials, TrialState.COMPLETE)
+    assert kept <= complete and len(complete) == len(kept) + asked
+    for number in stale:
+        assert trials[number].state == TrialState.FAIL
+        assert trials[number].user_attrs[records.ATTR_ERROR] == (
+            f"interrupted: its search process (pid {second.proc.pid} on "
+            f"{trials[number].user_attrs[records.ATTR_OWNER]['host']}) ended first")
+    report = pd.read_csv(tmp_path / "reports" / "resume" / "trials.csv")
+    assert report.trial.is_unique and set(report.trial) == {t.number for t in trials}
+    assert f"study 'resume' ({len(trials) - asked} finished trials so far)" in third.stderr
+
+
+# --- two searches appending to one study at once --------------------------------------------
+def test_two_searches_append_to_one_study_at_once(tmp_path, tiny_bert, mrpc_dir):
+    asked = 3
+    args = _args(tiny_bert, mrpc_dir, "shared", asked)
+    searches = [Search(args, tmp_path, f"search{i}") for i in range(2)]
+    for search in searches:
+        assert search.wait() == 0, search.stderr[-3000:]
+    trials = _assert_whole_study(tmp_path, "shared")
+    assert len(_numbers(trials, TrialState.COMPLETE)) == 2 * asked == len(trials)
+    spans = {}
+    for trial in trials:
+        owner = trial.user_attrs[records.ATTR_OWNER]["pid"]
+        start, end = spans.get(owner, (trial.datetime_start, trial.datetime_complete))
+        spans[owner] = (min(start, trial.datetime_start), max(end, trial.datetime_complete))
+    assert set(spans) == {s.proc.pid for s in searches}  # each added its own trials ...
+    (start_a, end_a), (start_b, end_b) = spans.values()
+    assert start_a < end_b and start_b < end_a  # ... while the other was adding its own
+
+
+# --- Ray across two nodes, one of them lost --------------------------------------------------
+@pytest.fixture
+def two_nodes(monkeypatch):
+    """A head and a worker node (1 CPU each) on this machine, in a private Ray temp dir.
+
+    `ray.cluster_utils.Cluster` starts each node's processes from this test and kills exactly
+    those (by pid) when a node is removed; `ray stop` would kill every Ray process of this
+    user on the machine, other searches' included. The private temp dir keeps the cluster's
+    address file away from other searches, which would otherwise join this cluster.
+    """
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
+    monkeypatch.setenv("RAY_TMPDIR", temp)
+    fast_failure_detection = {"health_check_initial_delay_ms": 0,
+                              "health_check_period_ms": 500,
+                              "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        "_system_config": fast_failure_detection})
+    try:
+        worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        cluster.wait_for_nodes()
+        yield cluster, worker
+    finally:
+        cluster.shutdown()
+
+
+def _actor_on(node) -> bool:
+    """Whether a trial's actor process runs under `node`'s raylet."""
+    import psutil
+
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    try:
+        return any("ImplicitFunc" in " ".join(child.cmdline())
+                   for child in raylet.children(recursive=True))
+    except psutil.Error:
+        return False
+
+
+@pytest.mark.slow
+def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tiny_bert,
+                                                        mrpc_dir):
+    cluster, worker = two_nodes
+    head_id, worker_id = cluster.head_node.node_id, worker.node_id
+    env = {"RAY_TMPDIR": os.environ["RAY_TMPDIR"]}
+    args = _args(tiny_bert, mrpc_dir, "nodes", 2, "--address", cluster.address,
+                 "--concurrency", "2")
+    both = Search(args, tmp_path, "both", **env)
+    assert both.wait() == 0, both.stderr[-3000:]
+    trials = _assert_whole_study(tmp_path, "nodes")
+    ran_on = {t.user_attrs[records.ATTR_WORKER]["node"] for t in trials}
+    assert ran_on == {head_id, worker_id}
+
+    args[args.index("--trials") + 1] = "3"
+    lost = Search(args, tmp_path, "lost", **env)
+    lost.wait_until(lambda: _actor_on(worker))
+    time.sleep(2)  # well inside its training
+    cluster.remove_node(worker, allow_graceful=False)  # SIGKILLs that node's processes
+    assert lost.wait() == 0, lost.stderr[-3000:]
+    trials = _assert_whole_study(tmp_path, "nodes")
+    added = trials[2:]
+    assert [t.state for t in added] == [TrialState.COMPLETE] * 3
+    retried = [t for t in added if t.user_attrs.get(records.ATTR_RETRIES)]
+    assert retried, lost.stderr[-3000:]
+    assert all(t.user_attrs[records.ATTR_WORKER]["node"] == head_id for t in retried)
+    assert "its worker was lost" in lost.stderr
