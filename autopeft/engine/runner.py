@@ -106,10 +106,12 @@ def run_trials(
     finally:
         unfinished = searcher.fail_unfinished(
             "interrupted: the search was stopped before the trial finished")
-    if unfinished:
+    if unfinished or (len(grid) < settings.trials and not searcher.exhausted):
+        marked = (f"; trial(s) {', '.join(map(str, unfinished))} did not finish and were marked "
+                  "failed" if unfinished else "")
         raise SearchInterrupted(
-            f"search stopped before trial(s) {', '.join(map(str, unfinished))} finished (marked "
-            f"failed); the study '{study.study_name}' keeps every finished trial: run the same "
+            f"search stopped after {len(grid) - len(unfinished)} of {settings.trials} trials"
+            f"{marked}; the study '{study.study_name}' keeps every finished trial: run the same "
             "command again to continue it")
     return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
 

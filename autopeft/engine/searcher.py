@@ -58,6 +58,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         self._results: dict[str, list[dict]] = {}
         self._owner = records.process_owner()
         self.infeasible = 0
+        self.exhausted = False  # no feasible candidate left: the search ends by itself
 
     @property
     def study(self) -> optuna.Study:
@@ -98,6 +99,7 @@ class BudgetedOptunaSearch(OptunaSearch):
                                    f"of {self._budget:,}")
         logger.warning("no feasible candidate in %d proposals; ending the search",
                        self._max_rejections)
+        self.exhausted = True
         return Searcher.FINISHED
 
     def _reject(self, ot_trial: optuna.Trial, why: str) -> None:
@@ -116,6 +118,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         results.append(result)
         curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
         self._ot_trials[trial_id].set_user_attr(records.ATTR_CURVE, curve)
+        _record_worker(self._ot_trials[trial_id], result)
 
     def on_trial_retry(self, trial_id: str, failures: int) -> None:
         """Ray is restarting a trial whose worker process or node was lost (FailureConfig)."""
@@ -155,9 +158,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         finite = isinstance(score, (int, float)) and math.isfinite(score)
         for key, value in _timings(results).items():
             ot_trial.set_user_attr(key, value)
-        if "node_id" in last:
-            ot_trial.set_user_attr(records.ATTR_WORKER, {
-                "node": last["node_id"], "host": last.get("hostname"), "pid": last.get("pid")})
+        _record_worker(ot_trial, last)
         metrics = {k[len(METRIC_PREFIX):]: v for k, v in last.items()
                    if k.startswith(METRIC_PREFIX)}
         if metrics:
@@ -184,6 +185,13 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_PRUNED)
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def _record_worker(ot_trial: optuna.Trial, result: dict) -> None:
+    """Where Ray runs the trial (kept up to date, so a running trial shows it too)."""
+    if "node_id" in result:
+        ot_trial.set_user_attr(records.ATTR_WORKER, {
+            "node": result["node_id"], "host": result.get("hostname"), "pid": result.get("pid")})
 
 
 def _restarted(results: list[dict], result: dict) -> bool:

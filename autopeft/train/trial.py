@@ -128,7 +128,8 @@ def run_trial(
     number = int(candidate["trial_number"])
     counts: dict[str, Any] = {}
 
-    def check_budget(method: Method, model: nn.Module) -> None:
+    def built(method: Method, model: nn.Module) -> None:
+        """Before training: check the budget on the live model and keep the counts."""
         stored, head = method.stored_params(model), method.head_params(model)
         if stored > context.budget_params:  # the searcher checks first; this guards the invariant
             raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
@@ -164,7 +165,7 @@ def run_trial(
     trained = fit_candidate(
         candidate, data.train, data.selection, data.tokenizer, context,
         seed=context.seed + number,
-        on_built=check_budget,
+        on_built=built,
         on_epoch_end=end_epoch,
     )
     method, model, last = trained.method, trained.model, trained.last
