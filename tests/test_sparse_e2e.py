@@ -35,5 +35,5 @@ def test_sparse_family_search(tmp_path, tiny_bert, mrpc_dir):
         if trial.user_attrs.get(records.ATTR_STATUS) != records.STATUS_OK:
             continue
         picture = trial.user_attrs[records.ATTR_ALLOCATION]
-        assert set(picture) == {"by_layer", "by_type"}
+        assert set(picture) == {"by_layer", "by_type", "by_layer_type"}
         assert all(0.0 <= v <= 1.0 for v in picture["by_layer"].values())
