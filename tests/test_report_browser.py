@@ -20,20 +20,12 @@ from autopeft.report import pareto_frame
 from autopeft.report.allocation import front_allocations
 from autopeft.report.index import PARETO_DIV, PROGRESS_DIV, allocation_div
 from tests.test_cli import run_cli
+from tests.test_export import SPACE  # the same small LoRA/BitFit space
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 STUDY = "tiny-report"
-SPACE = """
-methods:
-  bitfit:
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-  lora:
-    r: {choices: [2, 4]}
-    targets: {choices: [qv]}
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-"""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
