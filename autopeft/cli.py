@@ -74,17 +74,77 @@ def search(
 
 
 @app.command()
+def sweep(
+    tasks: Annotated[str, typer.Option(
+        help="comma-separated GLUE tasks; <task>:shuffled is a shuffled-label control")],
+    budgets: Annotated[str, typer.Option(help="comma-separated budgets: 0.1%,0.5%,120k")],
+    models: Annotated[str, typer.Option(help="comma-separated model ids or paths")] = (
+        api.DEFAULT_MODEL),
+    trials: Annotated[int, typer.Option(
+        help="trials per study, trials shared from another budget included")] = 12,
+    sweep_name: Annotated[str | None, typer.Option(
+        "--sweep", help="name; the same name continues the sweep (default: from the grid)")
+    ] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help="GLUE root holding each task's folder (MRPC/, RTE/, ...)")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated method names")] = None,
+    space: Annotated[str | None, typer.Option(help="search space YAML file")] = None,
+    concurrency: Annotated[int, typer.Option(help="trials running at once")] = 1,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    seed: int = 0,
+    epochs: Annotated[int, typer.Option(help="training epochs per trial")] = 1,
+    max_train_samples: Annotated[int | None, typer.Option(help="subsample train")] = None,
+    selection_fraction: Annotated[float, typer.Option(help="train share held out")] = 0.1,
+    batch_size: int = 32,
+    sampler: Annotated[str, typer.Option(help="tpe, nsga2, gp, random or qnehvi")] = "tpe",
+    scheduler: Annotated[str, typer.Option(help="none or mo-asha (per study)")] = "none",
+    reduction_factor: float = 3,
+    grace_epochs: int = 1,
+    reuse: Annotated[bool, typer.Option(
+        help="count a trial for every budget of its task and model that it fits")] = True,
+    studies_dir: str = "studies",
+    reports_dir: str = "reports",
+    trust_remote_code: bool = False,
+    final_seeds: Annotated[int, typer.Option(
+        help="retrain each Pareto point with K seeds (0: evaluate the trial artifacts)")] = 3,
+    final_epochs: int | None = None,
+) -> None:
+    """Search every (task, budget, model) of a grid on one Ray cluster; one combined report."""
+    values = {k: v for k, v in locals().items() if k != "sweep_name"}
+    result = api.sweep(api.SweepRequest(sweep=sweep_name, **values), console=err)
+    table = Table("study", "trained", "shared in", "Pareto points", title=f"sweep {result.name}")
+    for study in result.studies:
+        table.add_row(study.study_name, str(result.launched.get(study.study_name, 0)),
+                      str(result.shared.get(study.study_name, 0)), str(len(study.pareto)))
+    out.print(table)
+    out.print(f"combined report: {result.report_dir}/index.html · manifest: {result.manifest}")
+
+
+@app.command()
 def report(
-    study: Annotated[list[str], typer.Option(
-        help="study name (a directory under --studies-dir); repeat it to compare studies")],
+    study: Annotated[list[str] | None, typer.Option(
+        help="study name (a directory under --studies-dir); repeat it to compare studies")
+    ] = None,
+    sweep_name: Annotated[str | None, typer.Option(
+        "--sweep", help="a sweep's name: every study's report and the combined one")] = None,
     storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     out_dir: Annotated[str | None, typer.Option(
-        "--out", help="where to write (default: reports/<study>/, or "
+        "--out", help="where to write (default: reports/<study>/, reports/<sweep>/, or "
                       "reports/compare-<a>-vs-<b>/ for several studies)")] = None,
 ) -> None:
     """(Re)build reports/<study>/ from the stored study alone; several studies: a comparison."""
+    if sweep_name and study:
+        raise AutoPeftError("pass either --study (one or more) or --sweep, not both")
+    if sweep_name:
+        path = api.sweep_report(sweep_name, studies_dir, reports_dir, out_dir)
+        out.print(f"sweep report written to {path}/ (open {path}/index.html)")
+        return
+    if not study:
+        raise AutoPeftError("name what to report: --study NAME (repeatable) or --sweep NAME")
     path = api.report(study, storage, studies_dir, reports_dir, out_dir)
     kind = "comparison" if len(set(study)) > 1 else "report"
     out.print(f"{kind} written to {path}/ (open {path}/index.html)")

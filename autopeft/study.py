@@ -49,6 +49,7 @@ from autopeft.errors import AutoPeftError
 DIRECTIONS = ("maximize", "minimize")  # (score, stored_params)
 
 ATTR_METHOD = "method"
+ATTR_FAMILY = "family"  # the method's family (lora, sparse, adapter, ...), for sweep reports
 ATTR_STATUS = "status"  # "ok" | "infeasible" | "error" | "pruned"
 ATTR_STORED = "stored_params"
 ATTR_HEAD = "head_params"
@@ -292,6 +293,23 @@ def final_seed_runs(point: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _by_index(item: tuple[str, Any]) -> int:
     return int(item[0])
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that ran to an outcome: COMPLETE, PRUNED or failed in training.
+
+    Over-budget candidates never trained, and trials whose search process stopped first
+    ("interrupted") did not finish: neither counts toward a trial target, so a resumed run
+    trains them anew.
+    """
+    def counts(trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        return (trial.state == TrialState.FAIL
+                and trial.user_attrs.get(ATTR_STATUS) == STATUS_ERROR
+                and not str(trial.user_attrs.get(ATTR_ERROR, "")).startswith("interrupted"))
+
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 def feasible_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -46,7 +46,7 @@ def test_an_unknown_architecture_is_not_applicable_in_one_line(tiny_models):
 
 
 def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, tmp_path):
-    from autopeft.api import _feasible_methods
+    from autopeft.feasibility import feasible_methods
     from autopeft.sizing import Sizer
     from autopeft.space import load_space
 
@@ -58,7 +58,7 @@ def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, t
     # the budget fits adapters only in the upper block: a larger drop_layers stores less
     budget = sizer.measure("adapter_houlsby", {"bottleneck": 4, "drop_layers": 1}).stored_params
     assert budget < sizer.measure("adapter_houlsby", {"bottleneck": 4}).stored_params
-    space, skipped = _feasible_methods(load_space(path), sizer, budget)
+    space, skipped = feasible_methods(load_space(path), sizer, budget)
     assert sorted(space.methods) == ["adapter_houlsby", "lora"]
     assert list(skipped) == ["bitfit"] and "no bias terms" in skipped["bitfit"]
 

@@ -8,8 +8,9 @@ import optuna
 import pytest
 
 from autopeft import study as records
-from autopeft.api import _enqueue_uncovered_methods, _feasible_methods, methods_overview
+from autopeft.api import methods_overview
 from autopeft.budget import parse_budget
+from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.models import resolve_model
 from autopeft.sizing import Sizer
 from autopeft.space import FRACTION, candidate_from_params, load_space
@@ -25,7 +26,7 @@ def sizers(tiny_bert, tiny_models):
 
 def bound_default_space(sizer: Sizer, spec: str):
     budget = parse_budget(spec).params(sizer.backbone_params())
-    space, _ = _feasible_methods(load_space(), sizer, budget)
+    space, _ = feasible_methods(load_space(), sizer, budget)
     return space.for_budget(sizer, budget), budget
 
 
@@ -111,7 +112,7 @@ def test_coverage_trials_are_feasible_and_at_defaults_where_they_fit(sizers):
     sizer = sizers["bert"]
     space, budget = bound_default_space(sizer, "1%")
     study = optuna.create_study(directions=list(records.DIRECTIONS))
-    _enqueue_uncovered_methods(study, space, sizer, budget)
+    enqueue_uncovered_methods(study, space, sizer, budget)
     seen = {}
     for _ in space.methods:
         trial = study.ask()

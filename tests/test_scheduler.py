@@ -124,6 +124,19 @@ def test_scheduler_decides_at_rungs_only():
     assert "epoch 2: 2 recorded" in scheduler.debug_string()
 
 
+def test_a_sweeps_studies_are_judged_apart():
+    """A trial is compared only with its own study's trials: other tasks' scores mean nothing."""
+    scheduler = MultiObjectiveASHA(max_epochs=3, grace_epochs=1, reduction_factor=2)
+    strong = SimpleNamespace(trial_id="a", config={"study": "easy-task"})
+    weak = SimpleNamespace(trial_id="b", config={"study": "hard-task"})
+    weaker = SimpleNamespace(trial_id="c", config={"study": "hard-task"})
+    assert scheduler.on_trial_result(None, strong, _result(1, 0.95, 50_000)) == CONTINUE
+    # dominated by a (other study) but first in its own: goes on
+    assert scheduler.on_trial_result(None, weak, _result(1, 0.55, 60_000)) == CONTINUE
+    assert scheduler.on_trial_result(None, weaker, _result(1, 0.50, 70_000)) == STOP
+    assert "epoch 1: 3 recorded" in scheduler.debug_string()
+
+
 def test_scheduler_keeps_a_small_candidate_that_scores_lower():
     scheduler = MultiObjectiveASHA(max_epochs=4, grace_epochs=1, reduction_factor=3)
     decisions = [scheduler.decide(tid, _result(1, score, stored)) for tid, score, stored in [

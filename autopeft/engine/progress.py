@@ -32,8 +32,7 @@ class SearchProgress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
-        self.console.print(f"[dim]▶ trial {trial.config.get('trial_number')}: "
-                           f"{_describe(trial.config)}[/dim]")
+        self.console.print(f"[dim]▶ {_label(trial.config)}: {_describe(trial.config)}[/dim]")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last[trial.trial_id] = result
@@ -46,7 +45,7 @@ class SearchProgress(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.last.pop(trial.trial_id, None)  # the retry starts over
-        self.console.print(f"[yellow]↻ trial {trial.config.get('trial_number')}: its worker "
+        self.console.print(f"[yellow]↻ {_label(trial.config)}: its worker "
                            f"was lost (failure {trial.num_failures}); Ray retries it[/yellow]")
 
     def _finish(self, trial, ok: bool) -> None:
@@ -54,18 +53,19 @@ class SearchProgress(Callback):
         self.finished += 1
         result = self.last.pop(trial.trial_id, {})
         self.durations.append(result.get("trial_seconds", result.get("time_total_s", 0.0)))
-        number = trial.config.get("trial_number")
+        label = _label(trial.config)
         score = result.get("score")
         if ok and result.get("final") and score is not None and math.isfinite(score):
-            if self.best is None or score > self.best[0]:
-                self.best = (score, f"trial {number} {trial.config.get('method')}")
-            line = (f"✔ trial {number} {trial.config.get('method')}: score {score:.4f}, "
+            # one best across a sweep's studies would compare different tasks' scores
+            if "study" not in trial.config and (self.best is None or score > self.best[0]):
+                self.best = (score, f"{label} {trial.config.get('method')}")
+            line = (f"✔ {label} {trial.config.get('method')}: score {score:.4f}, "
                     f"{result.get('stored_params', 0):,} stored params · "
                     f"{result.get('trainable_line', '')}")
         elif ok and "error" not in result:
-            line = f"■ trial {number}: stopped early"
+            line = f"■ {label}: stopped early"
         else:
-            line = f"✘ trial {number}: {result.get('error', 'failed (see the Ray trial log)')}"
+            line = f"✘ {label}: {result.get('error', 'failed (see the Ray trial log)')}"
         self.console.print(line, markup=False)
         self.console.print(f"[bold]{self.status()}[/bold]")
 
@@ -79,6 +79,12 @@ class SearchProgress(Callback):
         best = f" · best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
         return (f"[{self.finished}/{self.total} done, {len(self.running)} running] "
                 f"elapsed {_clock(elapsed)}{best}{eta}")
+
+
+def _label(config: dict) -> str:
+    """"trial 3", or "trial 3 of <study>" in a sweep, where trial numbers repeat across studies."""
+    study = config.get("study")
+    return f"trial {config.get('trial_number')}" + (f" of {study}" if study else "")
 
 
 def _describe(config: dict) -> str:

@@ -64,34 +64,55 @@ def run_trials(
 ) -> EngineOutcome:
     """Add `settings.trials` trained trials to `study` (over-budget proposals not counted)."""
     started = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    check_sampler(settings.sampler)
     check_scheduler(settings.scheduler, settings.reduction_factor, settings.grace_epochs,
                     context.epochs)
-    connect(settings.address)
-    cpus, gpus = _resources_per_trial(settings)
+    cpus, gpus = prepare_cluster(settings)
     # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
     sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
     searcher = BudgetedOptunaSearch(
         space, sizer, budget_params, study.study_name, study._storage, sampler
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            train_candidate, data=data, context=_with_threads(context, cpus)
-        ),
-        {"cpu": cpus, "gpu": gpus},
-    )
-    progress = SearchProgress(settings.trials, settings.concurrency)
+    trainable = tune.with_parameters(train_candidate, data=data,
+                                     context=with_threads(context, cpus))
+    keeper = f"the study '{study.study_name}'"
+    launched = fit(trainable, searcher, settings, settings.trials, context.epochs, (cpus, gpus),
+                   ray_dir, keeper)
+    if launched < settings.trials and not searcher.exhausted:
+        raise SearchInterrupted(
+            f"search stopped after {launched} of {settings.trials} trials; {keeper} keeps every "
+            "finished trial: run the same command again to continue it")
+    return EngineOutcome(launched, searcher.infeasible, time.perf_counter() - started)
+
+
+def prepare_cluster(settings: EngineSettings) -> tuple[float, float]:
+    """Connect to Ray and size each trial: (CPUs, GPUs)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_sampler(settings.sampler)
+    connect(settings.address)
+    return _resources_per_trial(settings)
+
+
+def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
+        resources: tuple[float, float], ray_dir: Path, keeper: str) -> int:
+    """Run up to `total` trials of `searcher`'s proposals on Ray; how many finished.
+
+    `searcher` is a BudgetedOptunaSearch or anything with its `fail_unfinished` and
+    `on_trial_retry`. On Ctrl+C (or a lost driver connection) the unfinished trials are
+    marked failed and `SearchInterrupted` says how to continue (`keeper`: what keeps the
+    finished trials, e.g. "the study 'x'").
+    """
+    cpus, gpus = resources
+    progress = SearchProgress(total, settings.concurrency)
     tuner = tune.Tuner(
-        trainable,
+        tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            num_samples=settings.trials,
+            num_samples=total,
             max_concurrent_trials=settings.concurrency,
             reuse_actors=True,
             # No metric/mode here: the searcher was given both objectives, and MO-ASHA reads
             # score and stored_params from each result itself.
-            scheduler=_scheduler(settings, context.epochs),
+            scheduler=_scheduler(settings, epochs),
         ),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -106,14 +127,12 @@ def run_trials(
     finally:
         unfinished = searcher.fail_unfinished(
             "interrupted: the search was stopped before the trial finished")
-    if unfinished or (len(grid) < settings.trials and not searcher.exhausted):
-        marked = (f"; trial(s) {', '.join(map(str, unfinished))} did not finish and were marked "
-                  "failed" if unfinished else "")
+    if unfinished:
         raise SearchInterrupted(
-            f"search stopped after {len(grid) - len(unfinished)} of {settings.trials} trials"
-            f"{marked}; the study '{study.study_name}' keeps every finished trial: run the same "
-            "command again to continue it")
-    return EngineOutcome(len(grid), searcher.infeasible, time.perf_counter() - started)
+            f"search stopped after {len(grid) - len(unfinished)} of {total} trials; trial(s) "
+            f"{', '.join(map(str, unfinished))} did not finish and were marked failed; {keeper} "
+            "keeps every finished trial: run the same command again to continue it")
+    return len(grid)
 
 
 class _NoTunerRestoreHint(logging.Filter):
@@ -129,8 +148,8 @@ logging.getLogger("ray.tune.tune").addFilter(_NoTunerRestoreHint())
 class _RetryRecorder(Callback):
     """Tells the searcher when Ray restarts a trial after losing its worker (Ray does not)."""
 
-    def __init__(self, searcher: BudgetedOptunaSearch):
-        self.searcher: BudgetedOptunaSearch | None = searcher
+    def __init__(self, searcher):
+        self.searcher = searcher
 
     def __getstate__(self) -> dict:  # Ray pickles callbacks; the searcher keeps its own records
         return {"searcher": None}
@@ -164,5 +183,5 @@ def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
     return max(1, int(cluster.get("CPU", 1)) // max(1, settings.concurrency)), gpus
 
 
-def _with_threads(context: TrialContext, cpus: float) -> TrialContext:
+def with_threads(context: TrialContext, cpus: float) -> TrialContext:
     return replace(context, threads=int(cpus))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 SCHEDULERS = ("none", "mo-asha")
+STUDY_KEY = "study"  # the config key naming a trial's study in a sweep (absent in a search)
 
 Point = tuple[float, float]  # (score, stored_params)
 
@@ -148,21 +149,23 @@ class MultiObjectiveASHA(FIFOScheduler):
         self._time_attr, self._score, self._size = time_attr, score, size
         # Ray only needs a metric name to exist; both objectives are read from each result.
         self._metric = score
-        self._rungs: list[tuple[float, dict[str, Point]]] = [
-            (m, {}) for m in rung_milestones(max_epochs, grace_epochs, reduction_factor)
-        ]
+        self._milestones = rung_milestones(max_epochs, grace_epochs, reduction_factor)
+        # one set of rungs per study: a sweep's trials are judged only against their own study's
+        self._rungs: dict[str, list[tuple[float, dict[str, Point]]]] = {}
         self.stopped: list[str] = []
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        return self.decide(trial.trial_id, result)
+        config = getattr(trial, "config", None) or {}
+        return self.decide(trial.trial_id, result, str(config.get(STUDY_KEY, "")))
 
-    def decide(self, trial_id: str, result: dict) -> str:
+    def decide(self, trial_id: str, result: dict, study: str = "") -> str:
         """CONTINUE or STOP for one result of `trial_id` (records it at a newly reached rung)."""
         epoch = result.get(self._time_attr)
         score, size = result.get(self._score), result.get(self._size)
         if result.get("final") or epoch is None or score is None or size is None:
             return TrialScheduler.CONTINUE
-        reached = [rung for rung in self._rungs if rung[0] <= epoch]
+        rungs = self._rungs.setdefault(study, [(m, {}) for m in self._milestones])
+        reached = [rung for rung in rungs if rung[0] <= epoch]
         if not reached or trial_id in reached[-1][1]:
             return TrialScheduler.CONTINUE
         recorded = reached[-1][1]
@@ -174,7 +177,9 @@ class MultiObjectiveASHA(FIFOScheduler):
         return TrialScheduler.STOP
 
     def debug_string(self) -> str:
-        rungs = " | ".join(f"epoch {m:g}: {len(r)} recorded" for m, r in self._rungs)
+        rungs = " | ".join(
+            f"epoch {m:g}: {sum(len(r[i][1]) for r in self._rungs.values())} recorded"
+            for i, m in enumerate(self._milestones))
         return (f"Using MO-ASHA (η={self._reduction_factor:g}): {len(self.stopped)} stopped; "
                 f"{rungs or 'no rungs'}")
 

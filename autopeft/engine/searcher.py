@@ -23,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from autopeft import study as records
 from autopeft.errors import MethodNotApplicable
+from autopeft.methods.registry import METHOD_FAMILIES
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace
 from autopeft.train.trial import METRIC_PREFIX
@@ -83,6 +84,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_OWNER, self._owner)
             candidate = self._space(ot_trial)
             ot_trial.set_user_attr(records.ATTR_METHOD, candidate["method"])
+            ot_trial.set_user_attr(records.ATTR_FAMILY, METHOD_FAMILIES[candidate["method"]])
             try:
                 footprint = self._sizer.measure(candidate["method"], candidate["knobs"])
             except MethodNotApplicable as exc:  # e.g. dropping more layers than the model has

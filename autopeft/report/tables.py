@@ -17,6 +17,7 @@ from autopeft.study import (
     ATTR_DERIVED,
     ATTR_ERROR,
     ATTR_EVAL_SECONDS,
+    ATTR_FAMILY,
     ATTR_HEAD,
     ATTR_METHOD,
     ATTR_METRICS,
@@ -35,6 +36,9 @@ from autopeft.study import (
 
 # The sampled method is stored as a param under the same name as its user attr.
 METHOD_PARAM = ATTR_METHOD
+# The method's family (lora, sparse, ...): its user attr, or the method itself for trials
+# recorded before families existed.
+FAMILY = ATTR_FAMILY
 # The key that holds the primary metric inside a metrics dict (selection or dev).
 SCORE_KEY = "score"
 
@@ -70,6 +74,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     knobs = sorted({p for t in trials for p in _knob_values(t) if p != METHOD_PARAM})
     columns = [
         *_LEAD_COLUMNS,
+        FAMILY,
         *(f"{SELECTION_PREFIX}{m}" for m in metrics),
         *_TAIL_COLUMNS,
         *knobs,
@@ -141,7 +146,7 @@ def _dev_of_point(number: int, study: optuna.Study) -> tuple[dict[str, Any], Any
 
 def knob_columns(frame: pd.DataFrame) -> list[str]:
     """The sampled-knob columns (``<method>.<knob>``) of a trials or Pareto frame."""
-    fixed = {*_LEAD_COLUMNS, *_TAIL_COLUMNS}
+    fixed = {*_LEAD_COLUMNS, FAMILY, *_TAIL_COLUMNS}
     return [
         c
         for c in frame.columns
@@ -167,10 +172,12 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         stored = trial.values[1]
     score = trial.values[0] if trial.values is not None else selection.get(SCORE_KEY)
     curve = attrs.get(ATTR_CURVE)
+    method = trial.params.get(METHOD_PARAM, attrs.get(ATTR_METHOD))
     row: dict[str, Any] = {
         "trial": trial.number,
         "state": trial_state(trial),
-        "method": trial.params.get(METHOD_PARAM, attrs.get(ATTR_METHOD)),
+        "method": method,
+        FAMILY: attrs.get(ATTR_FAMILY) or method,
         "stored_params": None if stored is None else int(stored),
         "stored_bytes": attrs.get(ATTR_STORED_BYTES),
         "head_params": attrs.get(ATTR_HEAD),

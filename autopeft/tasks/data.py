@@ -42,7 +42,26 @@ def load_task_data(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
     `data_dir` may hold the GLUE TSV layout (train.tsv + dev.tsv, dev_matched.tsv for MNLI),
     CSV (train.csv + dev.csv or validation.csv) or JSON Lines (train.jsonl + dev.jsonl or
     validation.jsonl); it may also be the GLUE root holding the task's folder (e.g. MRPC/).
+    A control task (`mrpc:shuffled`) reads its task's data and permutes the training labels.
     """
+    data = _load(task, data_dir)
+    if task.control == "shuffled":
+        data.train = shuffled_labels(data.train)
+        data.source += " (training labels shuffled)"
+    return data
+
+
+def shuffled_labels(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The rows with their labels permuted: label counts kept, any link to the text gone.
+
+    Seeded, so every trial and every rerun of a sweep sees the same control data. Dev labels
+    stay true: a model trained on this must score at chance there too.
+    """
+    permuted = np.random.default_rng(seed).permutation(frame["label"].to_numpy())
+    return frame.assign(label=permuted)
+
+
+def _load(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
     if data_dir is None:
         return _load_from_hub(task)
     root = Path(data_dir).expanduser()
@@ -50,7 +69,7 @@ def load_task_data(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
         raise AutoPeftError(
             f"data dir '{root}' is not a directory; pass a folder with {_layouts(task)}"
         )
-    for folder in (root, root / task.tsv.folder, root / task.name):
+    for folder in (root, root / task.tsv.folder, root / task.base_name):
         for kind, train_names, dev_names, reader in _readers(task):
             train_path = _first_file(folder, train_names)
             dev_path = _first_file(folder, dev_names)

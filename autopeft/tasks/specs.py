@@ -6,7 +6,7 @@ metrics and splitters stay generic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autopeft.errors import AutoPeftError
 
@@ -45,11 +45,18 @@ class TaskSpec:
     tsv: TsvLayout
     eval_split: str = "validation"
     """The Hub split used as dev (MNLI reports on the matched one)."""
+    control: str | None = None
+    """"shuffled": the task's data with its training labels permuted (see `tasks.control`)."""
+
+    @property
+    def base_name(self) -> str:
+        """The GLUE task the data comes from ("mrpc" for the control "mrpc:shuffled")."""
+        return self.name.split(":", 1)[0]
 
     @property
     def hub_path(self) -> tuple[str, str]:
         """Arguments for `datasets.load_dataset`."""
-        return ("nyu-mll/glue", self.name)
+        return ("nyu-mll/glue", self.base_name)
 
 
 def _classification(
@@ -160,9 +167,23 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+CONTROLS = ("shuffled",)
+
+
 def get_task(name: str) -> TaskSpec:
-    """Look a task up by name, ignoring case, spaces and dashes (so GLUE's "SST-2" works too)."""
-    key = str(name).strip().lower().replace("-", "")
+    """Look a task up by name, ignoring case, spaces and dashes (so GLUE's "SST-2" works too).
+
+    `<task>:shuffled` is the task's negative control: its training labels permuted, so
+    nothing can be learnt and every candidate must score at chance (a leak check for a sweep).
+    """
+    base, _, control = str(name).strip().lower().partition(":")
+    key = base.replace("-", "")
     if key not in TASKS:
-        raise AutoPeftError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
-    return TASKS[key]
+        raise AutoPeftError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}, "
+                            f"or <task>:{'|'.join(CONTROLS)} for a control")
+    if not control:
+        return TASKS[key]
+    if control not in CONTROLS:
+        raise AutoPeftError(f"unknown control '{control}' in task '{name}'; "
+                            f"accepted: {', '.join(f'{key}:{c}' for c in CONTROLS)}")
+    return replace(TASKS[key], name=f"{key}:{control}", control=control)

@@ -1,0 +1,132 @@
+"""Budget reuse in a sweep: a trial that fits a smaller budget of its (task, model) counts there.
+
+Studies of one (task, model) that differ only in budget train candidates the same way (same data,
+selection split, epochs and seed), so a finished candidate of the 1% study that stores 0.08% of
+the backbone is a valid 0.1% trial too, and every 0.1% trial is a valid 1% trial. It is added to
+those studies as a COMPLETE trial with its own values, expressed in their search space (so their
+samplers learn from it) and marked with where it came from (`ATTR_REUSED`); its artifact stays
+where it was trained. A configuration that does not map exactly onto the other space (a derived
+knob that rounds differently at the other budget) is not shared: only measured equality counts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autopeft import study as records
+from autopeft.sizing import Sizer
+from autopeft.space import SearchSpace, candidate_from_params
+from autopeft.warm_start import adapt
+
+ATTR_REUSED = "reused_from"  # {"study": name, "trial": number} of a trial trained elsewhere
+
+
+@dataclass
+class Sibling:
+    """A study that may receive trials: its budget, space and sizer (the same model's)."""
+
+    name: str
+    study: optuna.Study
+    study_dir: Path
+    space: SearchSpace
+    sizer: Sizer
+    budget_params: int
+
+
+def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) -> list[str]:
+    """Add `source`'s COMPLETE `trial` to each sibling whose budget it fits; their names.
+
+    A trial that was itself reused is not passed on (its origin shares it), and a sibling that
+    already holds it, or has finished the same candidate itself, is skipped: calling this again
+    (a resumed sweep) adds nothing twice, and no front lists one configuration twice.
+    """
+    if trial.state != TrialState.COMPLETE or ATTR_REUSED in trial.user_attrs:
+        return []
+    stored = trial.user_attrs.get(records.ATTR_STORED)
+    if stored is None:
+        return []
+    added = []
+    for target in siblings:
+        if target.name == source.name or stored > target.budget_params:
+            continue
+        copy = _expressed_in(trial, target)
+        if copy is None or _holds(target.study, source.name, trial.number, copy[3]):
+            continue
+        params, distributions, derived, _ = copy
+        attrs = {k: v for k, v in trial.user_attrs.items() if k != records.ATTR_OWNER}
+        attrs.update({
+            ATTR_REUSED: {"study": source.name, "trial": trial.number},
+            records.ATTR_BUDGET_USED: stored / target.budget_params,
+        })
+        if derived:
+            attrs[records.ATTR_DERIVED] = derived
+        if records.ATTR_ARTIFACT in attrs:  # relative to the target's study directory
+            attrs[records.ATTR_ARTIFACT] = Path(os.path.relpath(
+                source.study_dir.resolve() / attrs[records.ATTR_ARTIFACT],
+                target.study_dir.resolve())).as_posix()
+        target.study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, values=list(trial.values),
+            user_attrs=attrs, state=TrialState.COMPLETE))
+        added.append(target.name)
+    return added
+
+
+def share_all(siblings: list[Sibling]) -> int:
+    """Share every COMPLETE trial among siblings (what a resumed sweep catches up on)."""
+    count = 0
+    for source in siblings:
+        for trial in source.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            count += len(share_trial(trial, source, siblings))
+    return count
+
+
+def reused_count(study: optuna.Study) -> int:
+    return sum(ATTR_REUSED in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+
+def _holds(study: optuna.Study, source: str, number: int, candidate: tuple) -> bool:
+    """Whether `study` has this trial already, or has finished the same candidate itself."""
+    mark = {"study": source, "trial": number}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get(ATTR_REUSED) == mark or _normalised(candidate_from_params(
+                trial.params, trial.user_attrs.get(records.ATTR_DERIVED))) == candidate:
+            return True
+    return False
+
+
+def _expressed_in(trial: FrozenTrial, target: Sibling
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], tuple] | None:
+    """The trial's params, distributions, derived knobs and candidate in `target`'s space.
+
+    None unless the target's space samples exactly the same candidate (method, knobs and
+    training knobs) with the same measured size.
+    """
+    space = target.space.for_budget(target.sizer, target.budget_params)
+    params, _ = adapt(trial, space, target.sizer, target.budget_params)
+    if params is None:
+        return None
+    # Replay the params through the space on a scratch study: that records the distributions
+    # the target's sampler expects, and the candidate they stand for.
+    scratch = optuna.create_study(directions=["maximize", "minimize"])
+    scratch.enqueue_trial(params)
+    replay = scratch.ask()
+    try:
+        candidate = space(replay)
+    except Exception:  # a value outside the target's ranges: not the same configuration
+        return None
+    source = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
+    if _normalised(candidate) != _normalised(source):
+        return None
+    return (replay.params, replay.distributions,
+            replay.user_attrs.get(records.ATTR_DERIVED, {}), _normalised(candidate))
+
+
+def _normalised(candidate: dict[str, Any]) -> tuple:
+    return (candidate["method"], sorted(candidate["knobs"].items()),
+            sorted(candidate.get("training", {}).items()))

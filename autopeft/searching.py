@@ -1,0 +1,294 @@
+"""One study's life around its trials: check the inputs and open the study, then, once the
+trials ran, the honest final numbers and the report.
+
+`api.search` runs one study's trials on Ray; `sweep.run_sweep` prepares many studies the same
+way and runs their trials together. Tokenised data, tokenizers and sizers are kept in a
+`SharedInputs` so studies of the same (task, model) prepare them once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from rich.console import Console
+
+from autopeft import study as records
+from autopeft.budget import parse_budget
+from autopeft.errors import AutoPeftError
+from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.methods import parse_method_list
+from autopeft.models import load_tokenizer, resolve_model
+from autopeft.report import build_report, pareto_frame
+from autopeft.sizing import Sizer
+from autopeft.space import SearchSpace, load_space
+from autopeft.tasks import TaskData, TaskSpec, get_task, load_task_data, selection_split, subsample
+from autopeft.warm_start import load_front, warm_start
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class SearchRequest:
+    """Everything `autopeft search` accepts; defaults are the CLI's."""
+
+    task: str
+    budget: str
+    model: str = DEFAULT_MODEL
+    data_dir: str | None = None
+    methods: str | None = None
+    space: str | None = None
+    trials: int = 12
+    concurrency: int = 1
+    gpus_per_trial: float | None = None
+    study: str | None = None
+    storage: str | None = None
+    address: str | None = None
+    seed: int = 0
+    epochs: int = 1
+    max_train_samples: int | None = None
+    selection_fraction: float = 0.1
+    batch_size: int = 32
+    max_length: int = 128
+    sampler: str = "tpe"
+    warm_start: str | None = None  # a study whose Pareto configurations are tried first
+    scheduler: str = "none"  # "mo-asha": stop trials early by multi-objective halving
+    reduction_factor: float = 3  # mo-asha's η: about 1/η of a rung's trials go on
+    grace_epochs: int = 1  # mo-asha's first rung (epochs)
+    studies_dir: str = "studies"
+    reports_dir: str = "reports"
+    trust_remote_code: bool = False
+    final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
+    final_epochs: int | None = None  # None: the search's epochs
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    study_dir: Path
+    report_dir: Path
+    pareto: pd.DataFrame
+    infeasible: int
+    wall_seconds: float
+    skipped_methods: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TaskInputs:
+    """A (task, model)'s data, tokenised once: what every study of that pair trains on."""
+
+    task_data: TaskData
+    tokenizer: Any
+    search_data: Any  # train.data.SearchData: train and selection, tokenised
+    train_rows: int
+    selection_rows: int
+
+
+@dataclass
+class SharedInputs:
+    """Inputs prepared once and shared by every study that needs them (a sweep's studies)."""
+
+    sizers: dict[tuple, Sizer] = field(default_factory=dict)
+    tasks: dict[tuple, TaskInputs] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedStudy:
+    """A study opened with every input checked, ready for its trials to run."""
+
+    request: SearchRequest
+    task: TaskSpec
+    name: str
+    study: optuna.Study
+    study_dir: Path
+    space: SearchSpace
+    sizer: Sizer
+    budget_params: int
+    inputs: TaskInputs
+    inputs_key: tuple
+    context: Any  # train.trial.TrialContext
+    skipped: dict[str, str]
+
+
+@dataclass
+class CheckedRequest:
+    """A request whose every input was checked and loaded; nothing written yet."""
+
+    request: SearchRequest
+    task: TaskSpec
+    budget: Any  # budget.Budget
+    backbone_params: int
+    budget_params: int
+    space: SearchSpace
+    sizer: Sizer
+    source: Any  # models.ModelSource
+    skipped: dict[str, str]
+    inputs: TaskInputs
+    inputs_key: tuple
+    warm_front: list | None
+
+    @property
+    def study_name(self) -> str:
+        return self.request.study or records.default_study_name(
+            self.task.name, self.request.model, self.request.budget)
+
+
+def check_request(request: SearchRequest, shared: SharedInputs | None = None) -> CheckedRequest:
+    """Check every input and load (or reuse from `shared`) the data; writes nothing."""
+    from autopeft.engine.samplers import check_sampler
+    from autopeft.engine.scheduler import check_scheduler
+
+    shared = shared if shared is not None else SharedInputs()
+    check_positive(trials=request.trials, concurrency=request.concurrency,
+                   epochs=request.epochs, batch_size=request.batch_size)
+    _check_final(request.final_seeds, request.final_epochs)
+    task = get_task(request.task)
+    budget = parse_budget(request.budget)
+    check_sampler(request.sampler)
+    warm_front = (load_front(request.warm_start, request.storage, request.studies_dir)
+                  if request.warm_start else None)
+    check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs,
+                    request.epochs)
+    space = load_space(request.space)
+    if request.methods:
+        space = space.restrict(parse_method_list(request.methods))
+    source = resolve_model(request.model, request.trust_remote_code)
+    sizer_key = (request.model, request.trust_remote_code, task.num_labels)
+    if sizer_key not in shared.sizers:
+        shared.sizers[sizer_key] = Sizer(source, task.num_labels)
+    sizer = shared.sizers[sizer_key]
+    backbone = sizer.backbone_params()
+    budget_params = budget.params(backbone)
+    space, skipped = feasible_methods(space, sizer, budget_params)
+    inputs_key = (task.name, request.model, request.data_dir, request.max_train_samples,
+                  request.seed, request.selection_fraction, request.max_length)
+    if inputs_key not in shared.tasks:
+        shared.tasks[inputs_key] = _task_inputs(task, request, source)
+    return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
+                          skipped, shared.tasks[inputs_key], inputs_key, warm_front)
+
+
+def open_checked(checked: CheckedRequest, console: Console,
+                 skip_coverage: set[str] | None = None) -> PreparedStudy:
+    """Open (or resume) the study of a checked request and enqueue its first candidates.
+
+    Each method is tried once at its defaults first, except those in `skip_coverage` (a sweep's
+    smaller budget tries them and shares the trial).
+    """
+    from autopeft.train.trial import TrialContext
+
+    request, task, inputs = checked.request, checked.task, checked.inputs
+    # Opened before anything is printed, so a damaged or mismatched study is one line too.
+    name = checked.study_name
+    study_dir = Path(request.studies_dir) / name
+    storage = records.make_storage(request.storage, study_dir)
+    setup = records.StudySetup(
+        task=task.name,
+        model=request.model,
+        budget_spec=checked.budget.spec,
+        budget_params=checked.budget_params,
+        backbone_params=checked.backbone_params,
+        primary_metric=task.primary_metric,
+        methods=list(checked.space.methods),
+        seed=request.seed,
+        selection_fraction=request.selection_fraction,
+        epochs=request.epochs,
+        max_train_samples=request.max_train_samples,
+        data_source=inputs.task_data.source,
+    )
+    study = records.open_study(name, storage, setup)
+
+    console.print(f"budget {checked.budget.describe(checked.backbone_params)}")
+    for method, why in checked.skipped.items():
+        console.print(f"[yellow]skipping {method}: {why}[/yellow]")
+    console.print(f"data {inputs.task_data.source}: {inputs.train_rows} train, "
+                  f"{inputs.selection_rows} selection (held out of train), "
+                  f"{len(inputs.task_data.dev)} dev (final numbers only)")
+    if checked.warm_front is not None:
+        console.print(warm_start(study, request.warm_start, checked.warm_front, checked.space,
+                                 checked.sizer, checked.budget_params).describe())
+    enqueue_uncovered_methods(study, checked.space, checked.sizer, checked.budget_params,
+                              skip=skip_coverage or set())
+    context = TrialContext(
+        model=checked.source,
+        task=task.name,
+        budget_params=checked.budget_params,
+        epochs=request.epochs,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        study_dir=str(study_dir.resolve()),
+    )
+    return PreparedStudy(request, task, name, study, study_dir, checked.space, checked.sizer,
+                         checked.budget_params, inputs, checked.inputs_key, context,
+                         checked.skipped)
+
+
+def prepare_study(request: SearchRequest, console: Console,
+                  shared: SharedInputs | None = None) -> PreparedStudy:
+    """Check every input, then open (or resume) the study; a refused run writes nothing."""
+    return open_checked(check_request(request, shared), console)
+
+
+def finish_study(prepared: PreparedStudy, console: Console, infeasible: int = 0,
+                 wall_seconds: float = 0.0) -> SearchResult:
+    """Final numbers for the Pareto points (retrained with K seeds, or as trained), the report."""
+    from autopeft.train.data import tokenize_frame
+    from autopeft.train.final import FinalSettings, evaluate_front_on_dev, retrain_front
+
+    request, task, inputs = prepared.request, prepared.task, prepared.inputs
+    tokenizer, task_data = inputs.tokenizer, inputs.task_data
+
+    def tokenize(frame: pd.DataFrame) -> Any:
+        return tokenize_frame(frame, task.text_columns, tokenizer, request.max_length)
+
+    dev = tokenize(task_data.dev)
+    if request.final_seeds:  # honest final numbers: retrain on all of train, K seeds
+        full_train = subsample(task_data.train, request.max_train_samples, request.seed)
+        final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
+        retrain_front(prepared.study, tokenize(full_train), dev, tokenizer, prepared.context,
+                      final, console)
+    else:  # the trial artifacts themselves, trained without the selection split
+        evaluate_front_on_dev(prepared.study, prepared.study_dir, dev, tokenizer, task,
+                              request.trust_remote_code)
+    report_dir = build_report(prepared.study, Path(request.reports_dir) / prepared.name)
+    return SearchResult(
+        study_name=prepared.name,
+        study_dir=prepared.study_dir,
+        report_dir=report_dir,
+        pareto=pareto_frame(prepared.study),
+        infeasible=infeasible,
+        wall_seconds=wall_seconds,
+        skipped_methods=prepared.skipped,
+    )
+
+
+def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInputs:
+    from autopeft.train.data import SearchData, tokenize_frame
+
+    task_data = load_task_data(task, request.data_dir)
+    train, selection = selection_split(task_data.train, task, request.selection_fraction,
+                                       request.seed)
+    train = subsample(train, request.max_train_samples, request.seed)
+    tokenizer = load_tokenizer(source)
+    data = SearchData(
+        tokenizer=tokenizer,
+        train=tokenize_frame(train, task.text_columns, tokenizer, request.max_length),
+        selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
+    )
+    return TaskInputs(task_data, tokenizer, data, len(train), len(selection))
+
+
+def check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise AutoPeftError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def _check_final(seeds: int, epochs: int | None) -> None:
+    if seeds < 0:
+        raise AutoPeftError(f"--final-seeds must be 0 (no retraining) or more (got {seeds})")
+    if epochs is not None:
+        check_positive(final_epochs=epochs)

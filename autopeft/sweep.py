@@ -1,0 +1,273 @@
+"""Sweeps: one study per (task, budget, model), run together on one Ray cluster, one report.
+
+`autopeft sweep --tasks mrpc,rte --budgets 0.1%,1% --models A,B --trials 40` is a grid of
+ordinary studies (each resumable and reportable on its own, named `<sweep>-<task>-<model>-
+<budget>`) plus a manifest, `studies/<sweep>.sweep/sweep.json`, naming them. Running the same
+command again continues every study to its trial target. Studies of one (task, model) share
+their tokenised data and, where a trial fits a smaller budget, their trials (`reuse`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from autopeft import study as records
+from autopeft.budget import parse_budget
+from autopeft.errors import AutoPeftError
+from autopeft.reuse import Sibling, share_all, share_trial
+from autopeft.searching import (
+    DEFAULT_MODEL,
+    CheckedRequest,
+    PreparedStudy,
+    SearchRequest,
+    SearchResult,
+    SharedInputs,
+    check_positive,
+    check_request,
+    finish_study,
+    open_checked,
+)
+from autopeft.tasks import get_task
+
+MANIFEST = "sweep.json"
+
+
+@dataclass
+class SweepRequest:
+    """Everything `autopeft sweep` accepts; the training settings apply to every study."""
+
+    tasks: str  # "mrpc,rte" (a control: "mrpc:shuffled")
+    budgets: str  # "0.1%,0.5%,1%"
+    models: str = DEFAULT_MODEL  # comma-separated ids or local paths
+    trials: int = 12  # per study, trials shared from a sibling budget included
+    sweep: str | None = None  # name; default: derived from the grid
+    data_dir: str | None = None  # a GLUE root holding every task's folder (MRPC/, RTE/, ...)
+    methods: str | None = None
+    space: str | None = None
+    concurrency: int = 1
+    gpus_per_trial: float | None = None
+    address: str | None = None
+    seed: int = 0
+    epochs: int = 1
+    max_train_samples: int | None = None
+    selection_fraction: float = 0.1
+    batch_size: int = 32
+    max_length: int = 128
+    sampler: str = "tpe"
+    scheduler: str = "none"
+    reduction_factor: float = 3
+    grace_epochs: int = 1
+    reuse: bool = True  # share trials between budgets of the same (task, model)
+    studies_dir: str = "studies"
+    reports_dir: str = "reports"
+    trust_remote_code: bool = False
+    final_seeds: int = 3
+    final_epochs: int | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    manifest: Path
+    report_dir: Path
+    studies: list[SearchResult] = field(default_factory=list)
+    launched: dict[str, int] = field(default_factory=dict)  # trials trained, per study
+    shared: dict[str, int] = field(default_factory=dict)  # trials reused, per study
+    wall_seconds: float = 0.0
+
+
+def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
+    """Run (or continue) every study of the sweep, then report each and all together."""
+    from autopeft.engine.runner import EngineSettings
+    from autopeft.engine.sweep import SweepMember, run_sweep_trials
+
+    started = time.perf_counter()
+    console = console or Console(stderr=True)
+    grid = _grid(request)
+    name = request.sweep or default_sweep_name(grid)
+    _check_name(name)
+    shared = SharedInputs()
+    checked = [check_request(r, shared) for r in _study_requests(request, name, grid)]
+    manifest = _write_manifest(request, name, grid, checked)  # every input is valid by now
+    covered = _covered_by_smaller_budget(checked) if request.reuse else {}
+    prepared = [open_checked(c, console, skip_coverage=covered.get(c.study_name, set()))
+                for c in checked]
+    groups = _sibling_groups(prepared) if request.reuse else []
+    caught_up = sum(share_all(group) for group in groups)
+    if caught_up:
+        console.print(f"budget reuse: {caught_up} earlier trial(s) shared with sibling budgets")
+    members = [SweepMember(
+        name=p.name, study=p.study, space=p.space, sizer=p.sizer, budget_params=p.budget_params,
+        context=p.context, data_key=_data_key(p), remaining=request.trials - records.counted_trials(
+            p.study)) for p in prepared]
+    console.print(f"sweep '{name}': {len(members)} studies, "
+                  f"{sum(max(0, m.remaining) for m in members)} trials to go "
+                  f"({request.trials} per study, shared trials included)")
+    siblings = {s.name: (s, group) for group in groups for s in group}
+    shared_counts: dict[str, int] = {}
+
+    def share(member: SweepMember, trial: Any) -> list[str]:
+        if member.name not in siblings:
+            return []
+        source, group = siblings[member.name]
+        names = share_trial(trial, source, group)
+        for target in names:
+            shared_counts[target] = shared_counts.get(target, 0) + 1
+        return names
+
+    settings = EngineSettings(
+        trials=sum(max(0, m.remaining) for m in members), concurrency=request.concurrency,
+        gpus_per_trial=request.gpus_per_trial, address=request.address, seed=request.seed,
+        sampler=request.sampler, scheduler=request.scheduler,
+        reduction_factor=request.reduction_factor, grace_epochs=request.grace_epochs)
+    data = {_data_key(p): p.inputs.search_data for p in prepared}
+    outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray", share)
+    results = [finish_study(p, console, outcome.infeasible.get(p.name, 0)) for p in prepared]
+    report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
+    return SweepResult(name, manifest, report_dir, results, outcome.launched, shared_counts,
+                       time.perf_counter() - started)
+
+
+def build_sweep_report(name: str, studies_dir: str = "studies", reports_dir: str = "reports",
+                       out: str | None = None) -> Path:
+    """Rebuild each study's report and the sweep's combined one, from the stored studies."""
+    from autopeft.report import build_report
+    from autopeft.report.sweep import build_sweep_report as build_combined
+
+    manifest = read_manifest(name, studies_dir)
+    studies = [records.read_study(entry["study"], None, Path(studies_dir))
+               for entry in manifest["studies"]]
+    own = [build_report(s, Path(reports_dir) / s.study_name) for s in studies]
+    target = Path(out) if out else Path(reports_dir) / name
+    return build_combined(name, studies, own, target)
+
+
+def read_manifest(name: str, studies_dir: str = "studies") -> dict[str, Any]:
+    """A sweep's manifest; a one-line error naming the sweeps there are otherwise."""
+    path = manifest_path(name, studies_dir)
+    if not path.exists():
+        known = sorted(p.parent.name.removesuffix(".sweep")
+                       for p in Path(studies_dir).glob(f"*.sweep/{MANIFEST}"))
+        raise AutoPeftError(f"no sweep '{name}' under {studies_dir}/ "
+                            f"(found: {', '.join(known) or 'none'})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AutoPeftError(f"cannot read the sweep manifest {path}: {exc}") from None
+
+
+def manifest_path(name: str, studies_dir: str = "studies") -> Path:
+    return Path(studies_dir) / f"{name}.sweep" / MANIFEST
+
+
+def default_sweep_name(grid: dict[str, list[str]]) -> str:
+    """`sweep-<hash of the grid>`: the same command names, and so resumes, the same sweep."""
+    text = json.dumps(grid, sort_keys=True)
+    return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _grid(request: SweepRequest) -> dict[str, list[str]]:
+    """The checked, de-duplicated lists of tasks, budgets and models."""
+    def split(flag: str, text: str) -> list[str]:
+        items = list(dict.fromkeys(x.strip() for x in str(text).split(",") if x.strip()))
+        if not items:
+            raise AutoPeftError(f"--{flag} is empty; pass a comma-separated list")
+        return items
+
+    tasks = [get_task(t).name for t in split("tasks", request.tasks)]
+    budgets = split("budgets", request.budgets)
+    for budget in budgets:
+        parse_budget(budget)
+    check_positive(trials=request.trials)
+    return {"tasks": list(dict.fromkeys(tasks)), "budgets": budgets,
+            "models": split("models", request.models)}
+
+
+def _check_name(name: str) -> None:
+    if not name or any(not (c.isalnum() or c in "-_.") for c in name) or name.startswith("."):
+        raise AutoPeftError(f"--sweep '{name}' is not a usable name; use letters, digits, "
+                            "'-', '_' and '.'")
+
+
+def _study_requests(request: SweepRequest, name: str, grid: dict[str, list[str]]
+                    ) -> list[SearchRequest]:
+    common = {k: v for k, v in asdict(request).items()
+              if k in SearchRequest.__dataclass_fields__ and k not in ("trials",)}
+    return [SearchRequest(**{**common, "task": task, "budget": budget, "model": model,
+                             "trials": request.trials,
+                             "study": f"{name}-{records.default_study_name(task, model, budget)}"})
+            for task in grid["tasks"] for model in grid["models"] for budget in grid["budgets"]]
+
+
+def _write_manifest(request: SweepRequest, name: str, grid: dict[str, list[str]],
+                    checked: list[CheckedRequest]) -> Path:
+    """Record (or check, on a rerun) what the sweep is: its grid and its studies."""
+    path = manifest_path(name, request.studies_dir)
+    entries = [{"study": c.study_name, "task": c.task.name, "budget": c.budget.spec,
+                "budget_params": c.budget_params, "model": c.request.model} for c in checked]
+    if path.exists():
+        old = read_manifest(name, request.studies_dir)
+        if old.get("grid") != grid:
+            raise AutoPeftError(
+                f"sweep '{name}' exists with another grid ({_describe(old.get('grid', {}))}); "
+                f"pass the same --tasks/--budgets/--models to continue it, or another --sweep")
+    settings = {k: v for k, v in asdict(request).items()
+                if k not in ("tasks", "budgets", "models", "sweep")}
+    body = {"sweep": name, "grid": grid, "trials_per_study": request.trials,
+            "settings": settings, "studies": entries,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a crash leaves the old manifest, never half a file
+    return path
+
+
+def _describe(grid: dict[str, list[str]]) -> str:
+    return "; ".join(f"{k} {','.join(v)}" for k, v in grid.items())
+
+
+def _data_key(prepared: PreparedStudy) -> str:
+    return repr(prepared.inputs_key)
+
+
+def _siblings(items: list, key) -> list[list]:
+    """`items` grouped by their (task, model, data) inputs, each group by budget, smallest first.
+
+    Studies with the same inputs train a candidate identically (one sweep: same epochs, seed
+    and selection split), so they differ only in budget.
+    """
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(item.inputs_key, []).append(item)
+    return [sorted(group, key=key) for group in groups.values()]
+
+
+def _covered_by_smaller_budget(checked: list[CheckedRequest]) -> dict[str, set[str]]:
+    """Per study, the methods whose first (coverage) trial a smaller sibling budget runs.
+
+    That trial fits the larger budget too and is shared with it, so running it twice would
+    only repeat work.
+    """
+    covered: dict[str, set[str]] = {}
+    for group in _siblings(checked, key=lambda c: c.budget_params):
+        seen: set[str] = set()
+        for study in group:
+            covered[study.study_name] = set(seen)
+            seen |= set(study.space.methods)
+    return covered
+
+
+def _sibling_groups(prepared: list[PreparedStudy]) -> list[list[Sibling]]:
+    return [[Sibling(p.name, p.study, p.study_dir, p.space, p.sizer, p.budget_params)
+             for p in group]
+            for group in _siblings(prepared, key=lambda p: p.budget_params) if len(group) > 1]
