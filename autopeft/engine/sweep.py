@@ -3,10 +3,11 @@
 One Tune run per study would leave workers idle at each study's tail (its last trials running,
 nothing else queued) and pay Ray's start-up per study. Here one searcher multiplexes every
 study's `BudgetedOptunaSearch`: each free worker slot goes to the study furthest from its trial
-target, so all studies progress together and no slot idles while any study has work. Trials
-carry their study's name (`config["study"]`); the trainable looks up that study's context and
-its (task, model)'s tokenised data, which sit in Ray's object store once per (task, model).
-MO-ASHA keeps separate rungs per study (`scheduler.STUDY_KEY`).
+target (enqueued first candidates before anything else), so all studies progress together and
+no slot idles while any study has work. Trials carry their study's name (`config["study"]`);
+the trainable looks up that study's context and its (task, model)'s tokenised data, which sit
+in Ray's object store once per (task, model). MO-ASHA keeps separate rungs per study
+(`scheduler.STUDY_KEY`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import optuna
 import ray
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import Searcher
 
@@ -89,7 +91,7 @@ class SweepSearcher(Searcher):
             waiting = [m for m in self.members.values() if m.remaining > 0 and not m.exhausted]
             if not waiting:
                 return Searcher.FINISHED
-            member = max(waiting, key=lambda m: (m.remaining, m.name))
+            member = max(waiting, key=lambda m: (_has_enqueued(m.study), m.remaining, m.name))
             config = member.searcher.suggest(trial_id)
             if config == Searcher.FINISHED or config is None:
                 member.exhausted = True  # no feasible candidate left in its space
@@ -128,6 +130,12 @@ class SweepSearcher(Searcher):
     @property
     def infeasible(self) -> dict[str, int]:
         return {name: m.searcher.infeasible for name, m in self.members.items()}
+
+
+def _has_enqueued(study: optuna.Study) -> bool:
+    """Enqueued trials (each method's first try, a warm start) go first: trials shared in from
+    sibling budgets could otherwise meet the study's target before they ever run."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],

@@ -1,0 +1,308 @@
+"""Sweeps: a grid of studies run together, trials shared between budgets, resumed, reported.
+
+The end-to-end tests run the real `autopeft sweep` on the tiny BERT: MRPC and its shuffled-label
+control at two budgets (4 studies), with Ray on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from autopeft import study as records
+from autopeft.engine.sweep import SweepMember, SweepSearcher
+from autopeft.reuse import ATTR_REUSED
+from autopeft.tasks import compute_metrics, get_task, load_task_data, selection_split
+from autopeft.tasks.data import shuffled_labels
+from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_faults import Search
+
+SPACE = """
+methods:
+  bitfit:
+    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+  lora:
+    r: {choices: [2, 64]}          # r=64 on every projection: over both budgets
+    targets: {choices: [all]}
+    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
+"""
+BUDGETS = {"0.5%": 10_205, "2%": 40_823}  # of the tiny BERT's 2,041,152 backbone params
+TASKS = ["mrpc", "mrpc:shuffled"]
+TRIALS = 3
+
+
+def _args(tiny_bert: Path, glue_root: Path, trials: int = TRIALS, name: str = "demo") -> list[str]:
+    return ["sweep", "--tasks", ",".join(TASKS), "--budgets", ",".join(BUDGETS),
+            "--models", str(tiny_bert), "--trials", str(trials), "--data-dir", str(glue_root),
+            "--space", "space.yaml", "--max-train-samples", "160", "--sampler", "random",
+            "--final-seeds", "0", "--sweep", name, "--concurrency", "2"]
+
+
+def _studies(work: Path, name: str = "demo") -> dict[str, object]:
+    manifest = json.loads((work / "studies" / f"{name}.sweep" / "sweep.json").read_text())
+    return {e["study"]: (e, records.read_study(e["study"], None, work / "studies"))
+            for e in manifest["studies"]}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_bert, mrpc_dir):
+    work = tmp_path_factory.mktemp("sweep")
+    (work / "space.yaml").write_text(SPACE)
+    result = run_cli(*_args(tiny_bert, mrpc_dir.parent), cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, result
+
+
+# --- the grid, its studies and the manifest ---------------------------------------------------
+def test_one_study_per_task_and_budget_each_to_its_target(swept):
+    work, result = swept
+    studies = _studies(work)
+    cells = {(e["task"], e["budget"]) for e, _ in studies.values()}
+    assert cells == {(t, b) for t in TASKS for b in BUDGETS}
+    for entry, study in studies.values():
+        setup = records.study_setup(study)
+        assert (setup.task, setup.budget_spec) == (entry["task"], entry["budget"])
+        assert setup.budget_params == BUDGETS[entry["budget"]]
+        assert records.counted_trials(study) >= TRIALS
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert all(t.user_attrs[records.ATTR_STORED] <= setup.budget_params for t in complete)
+    assert "sweep demo" in result.stdout and "combined report" in result.stdout
+
+
+def test_trials_of_different_studies_interleave(swept):
+    """One experiment: while a study's trial trains, another study's trial does too."""
+    work, _ = swept
+    spans = sorted((t.datetime_start, t.datetime_complete, name)
+                   for name, (_, study) in _studies(work).items()
+                   for t in study.get_trials(states=(TrialState.COMPLETE,))
+                   if ATTR_REUSED not in t.user_attrs)
+    overlaps = {(a[2], b[2]) for a, b in zip(spans, spans[1:], strict=False)
+                if b[0] < a[1] and a[2] != b[2]}
+    assert overlaps, spans
+
+
+# --- budget reuse -----------------------------------------------------------------------------
+def test_trials_fitting_a_sibling_budget_count_there_too(swept):
+    work, _ = swept
+    studies = _studies(work)
+    shared = 0
+    for name, (entry, study) in studies.items():
+        for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+            mark = trial.user_attrs.get(ATTR_REUSED)
+            if mark is None:
+                continue
+            shared += 1
+            source_entry, source = studies[mark["study"]]
+            assert (source_entry["task"], source_entry["model"]) == (entry["task"], entry["model"])
+            original = source.trials[mark["trial"]]
+            assert original.state == TrialState.COMPLETE and ATTR_REUSED not in original.user_attrs
+            assert trial.values == original.values
+            assert trial.params[records.ATTR_METHOD] == original.params[records.ATTR_METHOD]
+            stored = trial.user_attrs[records.ATTR_STORED]
+            assert trial.user_attrs[records.ATTR_BUDGET_USED] == stored / BUDGETS[entry["budget"]]
+            # the artifact stays where it was trained, reachable from this study's directory
+            artifact = work / "studies" / name / trial.user_attrs[records.ATTR_ARTIFACT]
+            assert (artifact / "autopeft_config.json").exists()
+    assert shared > 0
+
+
+def test_the_larger_budget_gets_the_smaller_ones_first_trials(swept):
+    """Each method is tried at its defaults once per (task, model), in the smaller budget, and
+    shared: the sweep trains fewer trials than its studies count."""
+    work, _ = swept
+    studies = _studies(work)
+    for task in TASKS:
+        [large] = [s for e, s in studies.values() if e["task"] == task and e["budget"] == "2%"]
+        from_small = {t.params["method"] for t in large.get_trials(states=(TrialState.COMPLETE,))
+                      if ATTR_REUSED in t.user_attrs}
+        assert from_small == {"bitfit", "lora"}
+    trained = sum(1 for _, s in studies.values() for t in s.trials
+                  if t.state.is_finished() and ATTR_REUSED not in t.user_attrs
+                  and t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE)
+    assert trained < len(studies) * TRIALS
+
+
+# --- the shuffled-label control ---------------------------------------------------------------
+def test_shuffled_labels_keep_counts_and_break_the_link(mrpc_dir):
+    task = get_task("mrpc:shuffled")
+    assert task.name == "mrpc:shuffled" and task.base_name == "mrpc"
+    true = load_task_data(get_task("mrpc"), mrpc_dir).train
+    control = load_task_data(task, mrpc_dir)
+    assert "shuffled" in control.source
+    assert sorted(control.train.label) == sorted(true.label)
+    assert (control.train.drop(columns="label").equals(true.drop(columns="label")))
+    changed = float((control.train.label != true.label).mean())
+    p = float(true.label.mean())
+    assert abs(changed - 2 * p * (1 - p)) < 0.05  # what an independent permutation changes
+    assert control.dev.equals(load_task_data(get_task("mrpc"), mrpc_dir).dev)  # dev stays true
+    again = shuffled_labels(true)
+    assert again.label.equals(control.train.label)  # seeded: every trial sees the same data
+
+
+def test_the_control_scores_at_chance(swept, mrpc_dir):
+    """Nothing can be learnt from shuffled labels: no candidate beats a constant guess."""
+    work, _ = swept
+    task = get_task("mrpc:shuffled")
+    _, selection = selection_split(load_task_data(task, mrpc_dir).train, task, 0.1, 0)
+    labels = selection.label.to_numpy()
+    constant = max(
+        compute_metrics(task, np.tile(np.eye(2)[c], (len(labels), 1)), labels)["score"]
+        for c in (0, 1))
+    slack = 3 * np.sqrt(0.25 / len(labels))  # three standard errors of a coin-flip accuracy
+    for entry, study in _studies(work).values():
+        if entry["task"] != "mrpc:shuffled":
+            continue
+        best = max(t.values[0] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+        assert best <= constant + slack, (best, constant)
+
+
+# --- the combined report --------------------------------------------------------------------
+def test_combined_report_lists_every_study_and_links_its_report(swept):
+    work, _ = swept
+    report = work / "reports" / "demo"
+    winners = pd.read_csv(report / "winners.csv")
+    assert set(winners.study) == set(_studies(work))
+    html = (report / "index.html").read_text()
+    for name in _studies(work):
+        assert f"../{name}/index.html" in html
+        assert (work / "reports" / name / "index.html").exists()
+    for task in TASKS:
+        assert (report / f"score_vs_budget-{task.replace(':', '-')}.png").stat().st_size > 0
+    rebuilt = run_cli("report", "--sweep", "demo", "--out", "again", cwd=work)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert pd.read_csv(work / "again" / "winners.csv").equals(winners)
+
+
+# --- resuming -----------------------------------------------------------------------------------
+def test_an_interrupted_sweep_resumes_every_study(tmp_path, tiny_bert, mrpc_dir):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = _args(tiny_bert, mrpc_dir.parent, trials=4, name="resume")
+    first = Search(args, tmp_path, "first")
+
+    def trained_one() -> bool:
+        return "✔ trial" in first.stderr
+
+    first.wait_until(trained_one)
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait() == 130, first.stderr[-3000:]
+    assert "run the same command again" in first.stderr.strip().splitlines()[-1]
+    before = {name: {t.number: t.values for t in study.get_trials(
+        states=(TrialState.COMPLETE,))} for name, (_, study) in _studies(tmp_path,
+                                                                         "resume").items()}
+    assert any(before.values())
+
+    second = Search(args, tmp_path, "second")
+    assert second.wait() == 0, second.stderr[-3000:]
+    for name, (_, study) in _studies(tmp_path, "resume").items():
+        assert records.counted_trials(study) >= 4
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+        after = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+        assert before[name].items() <= after.items()  # nothing lost or changed
+        marks = [json.dumps(t.user_attrs[ATTR_REUSED]) for t in study.trials
+                 if ATTR_REUSED in t.user_attrs]
+        assert len(marks) == len(set(marks))  # nothing shared twice
+    assert (tmp_path / "reports" / "resume" / "index.html").exists()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("change", "needles"), [
+    ({"--tasks": "mrpc,nope"}, ["unknown task 'nope'"]),
+    ({"--tasks": "mrpc:reversed"}, ["unknown control 'reversed'", "mrpc:shuffled"]),
+    ({"--budgets": ","}, ["--budgets is empty"]),
+    ({"--budgets": "0.5%,abc"}, ["abc"]),
+    ({"--sweep": "a/b"}, ["--sweep 'a/b'"]),
+])
+def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, tiny_bert, mrpc_dir, change,
+                                                        needles):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    args = _args(tiny_bert, mrpc_dir.parent)
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = value
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), *needles)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_another_grid_under_an_existing_name_is_refused(swept, tiny_bert, mrpc_dir):
+    work, _ = swept
+    manifest = work / "studies" / "demo.sweep" / "sweep.json"
+    before = manifest.read_text()
+    args = _args(tiny_bert, mrpc_dir.parent)
+    args[args.index("--budgets") + 1] = "1%"
+    assert_one_line_error(run_cli(*args, cwd=work), "sweep 'demo' exists with another grid")
+    assert manifest.read_text() == before
+
+
+def test_report_needs_a_study_or_a_sweep(tmp_path):
+    assert_one_line_error(run_cli("report", cwd=tmp_path), "--study NAME", "--sweep NAME")
+    assert_one_line_error(run_cli("report", "--sweep", "nope", cwd=tmp_path), "no sweep 'nope'")
+
+
+# --- the searcher that interleaves studies (no Ray run) -----------------------------------------
+class _FakeSearcher:
+    def __init__(self, name: str, supply: int):
+        self.name, self.supply, self.told = name, supply, []
+        self.infeasible = 0
+        self._ot_trials: dict[str, SimpleNamespace] = {}
+
+    def suggest(self, trial_id: str):
+        if self.supply == 0:
+            return Searcher.FINISHED
+        self.supply -= 1
+        self._ot_trials[trial_id] = SimpleNamespace(_trial_id=trial_id)
+        return {"method": "bitfit", "trial_number": len(self.told)}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.told.append(trial_id)
+        self._ot_trials.pop(trial_id)
+
+
+def _member(name: str, remaining: int, supply: int = 99, enqueued: int = 0) -> SweepMember:
+    storage = SimpleNamespace(get_trial=lambda trial_id: trial_id)
+    waiting = ["enqueued"] * enqueued
+
+    def get_trials(deepcopy=False, states=()):
+        return waiting[:1] if TrialState.WAITING in states else []
+
+    study = SimpleNamespace(_storage=storage, get_trials=get_trials)
+    member = SweepMember(name=name, study=study, space=None,
+                         sizer=None, budget_params=0, context=None, data_key="k",
+                         remaining=remaining)
+    member.searcher = _FakeSearcher(name, supply)
+    return member
+
+
+def test_free_slots_go_to_the_study_with_most_work_left():
+    a, b, c = _member("a", 3), _member("b", 1), _member("c", 2, supply=1)
+    searcher = SweepSearcher([a, b, c])
+    picked = [searcher.suggest(str(i))["study"] for i in range(5)]
+    # a (3 left), then a/c tie at 2 → by name c, ...; c's space runs dry after one
+    assert picked == ["a", "c", "a", "b", "a"]
+    assert searcher.suggest("5") == Searcher.FINISHED
+    # c's space ran dry: its last trial is not asked for again and does not block the end
+    assert (a.remaining, b.remaining, c.remaining) == (0, 0, 1) and c.exhausted
+
+
+def test_enqueued_first_candidates_go_before_the_most_work_left():
+    busy, covered = _member("busy", 5), _member("covered", 2, enqueued=1)
+    searcher = SweepSearcher([busy, covered])
+    assert searcher.suggest("t1")["study"] == "covered"
+
+
+def test_a_shared_trial_lowers_the_target_of_the_studies_it_counts_for():
+    small, large = _member("small", 2), _member("large", 2)
+    searcher = SweepSearcher([small, large], share=lambda member, trial: (
+        ["large"] if member.name == "small" else []))
+    first = searcher.suggest("t1")
+    assert first["study"] == "small"  # tie: by name, "small" > "large"
+    searcher.on_trial_complete("t1", {"final": True})
+    assert small.searcher.told == ["t1"] and large.remaining == 1
+    assert [searcher.suggest(t)["study"] for t in ("t2", "t3")] == ["small", "large"]
+    assert searcher.suggest("t4") == Searcher.FINISHED
