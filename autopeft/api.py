@@ -57,7 +57,7 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
                          prepared.inputs.search_data, prepared.context, settings,
                          prepared.study_dir / "ray")
-    return finish_study(prepared, console, outcome.infeasible, outcome.wall_seconds)
+    return finish_study(prepared, console, outcome.infeasible, outcome.wall_seconds, settings)
 
 
 def report(study: str | list[str], storage: str | None = None, studies_dir: str = "studies",

@@ -233,8 +233,12 @@ def prepare_study(request: SearchRequest, console: Console,
 
 
 def finish_study(prepared: PreparedStudy, console: Console, infeasible: int = 0,
-                 wall_seconds: float = 0.0) -> SearchResult:
-    """Final numbers for the Pareto points (retrained with K seeds, or as trained), the report."""
+                 wall_seconds: float = 0.0, settings: Any = None) -> SearchResult:
+    """Final numbers for the Pareto points (retrained with K seeds, or as trained), the report.
+
+    With the engine's `settings` the final runs are Ray tasks on the search's cluster, side by
+    side; without, they run one after another in this process.
+    """
     from autopeft.train.data import tokenize_frame
     from autopeft.train.final import FinalSettings, evaluate_front_on_dev, retrain_front
 
@@ -248,8 +252,13 @@ def finish_study(prepared: PreparedStudy, console: Console, infeasible: int = 0,
     if request.final_seeds:  # honest final numbers: retrain on all of train, K seeds
         full_train = subsample(task_data.train, request.max_train_samples, request.seed)
         final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
+        where: dict[str, Any] = {}
+        if settings is not None:
+            from autopeft.engine.final_runs import on_ray
+
+            where = {"execute": on_ray(settings), "where": "as Ray tasks beside each other"}
         retrain_front(prepared.study, tokenize(full_train), dev, tokenizer, prepared.context,
-                      final, console)
+                      final, console, **where)
     else:  # the trial artifacts themselves, trained without the selection split
         evaluate_front_on_dev(prepared.study, prepared.study_dir, dev, tokenizer, task,
                               request.trust_remote_code)

@@ -130,7 +130,8 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
         reduction_factor=request.reduction_factor, grace_epochs=request.grace_epochs)
     data = {_data_key(p): p.inputs.search_data for p in prepared}
     outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray", share)
-    results = [finish_study(p, console, outcome.infeasible.get(p.name, 0)) for p in prepared]
+    results = [finish_study(p, console, outcome.infeasible.get(p.name, 0), settings=settings)
+               for p in prepared]
     report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
     return SweepResult(name, manifest, report_dir, results, outcome.launched, shared_counts,
                        time.perf_counter() - started)

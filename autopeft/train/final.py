@@ -5,8 +5,9 @@ Two ways, chosen by ``--final-seeds K``:
 * K >= 1 (default 3): each point is retrained from scratch on the full training data (train +
   the selection split, capped like the search) with K seeds, through the same training path as
   a trial (:func:`autopeft.train.trial.fit_candidate`), and each run is evaluated on dev. The
-  report shows the mean ± std over seeds. Runs go one after another in the driver process (a
-  Ray-parallel version is a later improvement); each run is recorded as soon as it finishes.
+  report shows the mean ± std over seeds. The runs are independent: an `Executor` runs them
+  (one after another here by default; `engine.final_runs` spreads them over the Ray cluster),
+  and each run is recorded as soon as it finishes.
 * K = 0: each point's trial artifact (trained on the search's train split) is evaluated on dev.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +52,7 @@ def final_artifact_name(trial_number: int, index: int) -> str:
 
 
 @dataclass(frozen=True)
-class _Point:
+class FinalPoint:
     """One Pareto point to retrain: its candidate, and the settings of its final runs."""
 
     trial: optuna.trial.FrozenTrial
@@ -60,7 +62,7 @@ class _Point:
 
 
 def _point(trial: optuna.trial.FrozenTrial, context: TrialContext, settings: FinalSettings,
-           train_samples: int) -> _Point:
+           train_samples: int) -> FinalPoint:
     candidate = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
     # The trial's own epochs and batch size (a method's space block may set them), so the final
     # runs train like the search did, on more data; --final-epochs overrides the epochs.
@@ -70,7 +72,30 @@ def _point(trial: optuna.trial.FrozenTrial, context: TrialContext, settings: Fin
     run_context = dataclasses.replace(context, **training)
     fidelity = {"epochs": run_context.epochs, "batch_size": run_context.batch_size,
                 "train_samples": train_samples}
-    return _Point(trial, candidate, run_context, fidelity)
+    return FinalPoint(trial, candidate, run_context, fidelity)
+
+
+@dataclass(frozen=True)
+class FinalInputs:
+    """What every final run of a study reads (sent once to wherever the runs happen)."""
+
+    train: TokenizedSplit
+    dev: TokenizedSplit
+    tokenizer: Any
+    task: TaskSpec
+    settings: FinalSettings
+
+
+# (point, seed index) pairs → (point, seed index, run) as each run finishes, in any order
+Executor = Callable[[list[tuple[FinalPoint, int]], FinalInputs],
+                    Iterator[tuple[FinalPoint, int, dict[str, Any]]]]
+
+
+def in_process(jobs: list[tuple[FinalPoint, int]], inputs: FinalInputs
+               ) -> Iterator[tuple[FinalPoint, int, dict[str, Any]]]:
+    """Run the final runs one after another in this process."""
+    for point, index in jobs:
+        yield point, index, retrain_once(point, index, inputs)
 
 
 def retrain_front(
@@ -81,6 +106,8 @@ def retrain_front(
     context: TrialContext,
     settings: FinalSettings,
     console: Console | None = None,
+    execute: Executor = in_process,
+    where: str = "one at a time in this process",
 ) -> int:
     """Retrain each feasible Pareto point with `settings.seeds` seeds, each scored on dev.
 
@@ -96,11 +123,11 @@ def retrain_front(
     console.print(
         f"final: {len(points)} Pareto point(s) × {settings.seeds} seed(s), retrained on "
         f"{len(train)} examples (train + selection), {epochs or context.epochs} epoch(s), "
-        f"scored on {len(dev)} dev examples; {len(todo)} run(s) to go, one at a time in this "
-        "process"
+        f"scored on {len(dev)} dev examples; {len(todo)} run(s) to go, {where}"
     )
-    for point, index in todo:
-        run = _retrain_once(point, index, train, dev, tokenizer, task, settings)
+    if not todo:
+        return 0
+    for point, index, run in execute(todo, FinalInputs(train, dev, tokenizer, task, settings)):
         recorded = records.record_final_run(study, point.trial.number, index, run,
                                             point.fidelity)
         console.print(
@@ -113,15 +140,10 @@ def retrain_front(
     return len(todo)
 
 
-def _retrain_once(
-    point: _Point,
-    index: int,
-    train: TokenizedSplit,
-    dev: TokenizedSplit,
-    tokenizer,
-    task: TaskSpec,
-    settings: FinalSettings,
-) -> dict[str, Any]:
+def retrain_once(point: FinalPoint, index: int, inputs: FinalInputs) -> dict[str, Any]:
+    """Final run `index` of `point`: train from scratch, score on dev, keep seed 0's delta."""
+    train, dev, tokenizer = inputs.train, inputs.dev, inputs.tokenizer
+    task, settings = inputs.task, inputs.settings
     started = time.perf_counter()
     trial, candidate, context = point.trial, point.candidate, point.context
     seed = final_seed(context.seed, trial.number, index)
