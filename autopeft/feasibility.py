@@ -10,6 +10,7 @@ import itertools
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autopeft import study as records
 from autopeft.errors import AutoPeftError, MethodNotApplicable
@@ -88,6 +89,9 @@ def enqueue_uncovered_methods(study: optuna.Study, space: SearchSpace, sizer: Si
     """Each allowed method (but `skip`) is tried once, at its defaults, before the sampler."""
     covered = {t.params.get("method") for t in study.trials
                if t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE}
+    # an enqueued trial (a warm start's) has no params until asked: Optuna keeps them aside
+    covered |= {t.system_attrs.get("fixed_params", {}).get("method")
+                for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     space = space.for_budget(sizer, budget)  # knobs fit to the budget are derived from it
     for method in space.methods:
         if method in covered or method in skip:

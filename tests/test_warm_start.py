@@ -9,6 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from autopeft import study as records
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
+from autopeft.feasibility import enqueue_uncovered_methods
 from autopeft.models import resolve_model
 from autopeft.sizing import Sizer
 from autopeft.space import load_space
@@ -104,6 +105,17 @@ def test_front_is_adapted_to_the_space_and_budget_and_proposed_first(tmp_path, s
     # warm-starting again (a resumed search) adds nothing twice
     again = warm_start(study, "src", front, space, sizer, BUDGET)
     assert again.enqueued == 0 and again.already == 3
+
+
+def test_warm_started_methods_get_no_extra_first_try(tmp_path, sizer, target):
+    """Each method's first try at its defaults is skipped when the warm start covers it."""
+    space, storage = target
+    _source_study(tmp_path / "studies", sizer)
+    study = optuna.load_study(study_name="new", storage=storage)
+    warm_start(study, "src", load_front("src", None, tmp_path / "studies"), space, sizer, BUDGET)
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+    enqueue_uncovered_methods(study, space, sizer, BUDGET)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == waiting
 
 
 def test_configuration_that_cannot_fit_is_dropped_with_the_reason(tmp_path, sizer, target):
