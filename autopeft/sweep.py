@@ -95,7 +95,7 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     name = request.sweep or default_sweep_name(grid)
     _check_name(name)
     shared = SharedInputs()
-    checked = [check_request(r, shared) for r in _study_requests(request, name, grid)]
+    checked = [_checked(r, shared) for r in _study_requests(request, name, grid)]
     manifest = _write_manifest(request, name, grid, checked)  # every input is valid by now
     covered = _covered_by_smaller_budget(checked) if request.reuse else {}
     prepared = [open_checked(c, console, skip_coverage=covered.get(c.study_name, set()))
@@ -191,6 +191,15 @@ def _grid(request: SweepRequest) -> dict[str, list[str]]:
     check_positive(trials=request.trials)
     return {"tasks": list(dict.fromkeys(tasks)), "budgets": budgets,
             "models": split("models", request.models)}
+
+
+def _checked(request: SearchRequest, shared: SharedInputs) -> CheckedRequest:
+    """`check_request`, its one-line errors saying which cell of the grid they concern."""
+    try:
+        return check_request(request, shared)
+    except AutoPeftError as exc:
+        raise AutoPeftError(f"{request.task} at {request.budget} on {request.model}: {exc}"
+                            ) from None
 
 
 def _check_name(name: str) -> None:

@@ -219,6 +219,7 @@ def test_an_interrupted_sweep_resumes_every_study(tmp_path, tiny_bert, mrpc_dir)
     ({"--budgets": ","}, ["--budgets is empty"]),
     ({"--budgets": "0.5%,abc"}, ["abc"]),
     ({"--sweep": "a/b"}, ["--sweep 'a/b'"]),
+    ({"--budgets": "2%,0.0001%"}, ["mrpc at 0.0001% on ", "no method fits the budget"]),
 ])
 def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, tiny_bert, mrpc_dir, change,
                                                         needles):
