@@ -20,6 +20,7 @@ from autopeft.searching import (
     DEFAULT_MODEL,
     SearchRequest,
     SearchResult,
+    engine_settings,
     finish_study,
     prepare_study,
 )
@@ -36,24 +37,14 @@ __all__ = ["DEFAULT_MODEL", "SearchRequest", "SearchResult", "SweepRequest", "Sw
 def search(request: SearchRequest, console: Console | None = None) -> SearchResult:
     """Run (or continue) a study: propose, train and judge candidates, then report the front."""
     # Heavy imports stay here so `autopeft methods`/`report` start fast and without Ray.
-    from autopeft.engine.runner import EngineSettings, run_trials
+    from autopeft.engine.runner import run_trials
 
     console = console or Console(stderr=True)
     prepared = prepare_study(request, console)
     finished = sum(t.state.is_finished() for t in prepared.study.trials)
     console.print(f"study '{prepared.name}' ({finished} finished trials so far) → adding "
                   f"{request.trials} trained trials")
-    settings = EngineSettings(
-        trials=request.trials,
-        concurrency=request.concurrency,
-        gpus_per_trial=request.gpus_per_trial,
-        address=request.address,
-        seed=request.seed,
-        sampler=request.sampler,
-        scheduler=request.scheduler,
-        reduction_factor=request.reduction_factor,
-        grace_epochs=request.grace_epochs,
-    )
+    settings = engine_settings(request, request.trials)
     outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
                          prepared.inputs.search_data, prepared.context, settings,
                          prepared.study_dir / "ray")

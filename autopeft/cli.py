@@ -24,6 +24,31 @@ err = Console(stderr=True, soft_wrap=True)
 
 Budget = Annotated[str, typer.Option(help="cap on stored params: 0.5%, 0.005, 120k, 1.2M, 120000")]
 Model = Annotated[str, typer.Option(help="AutoModelForSequenceClassification id or local path")]
+# options `search` and `sweep` share
+Methods = Annotated[str | None, typer.Option(help="comma-separated method names")]
+SpaceFile = Annotated[str | None, typer.Option(help="search space YAML file")]
+Concurrency = Annotated[int, typer.Option(help="trials running at once")]
+GpusPerTrial = Annotated[float | None, typer.Option(
+    help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster address")]
+Epochs = Annotated[int, typer.Option(help="training epochs per trial")]
+MaxTrainSamples = Annotated[int | None, typer.Option(help="subsample train")]
+SelectionFraction = Annotated[float, typer.Option(help="train share held out")]
+Sampler = Annotated[str, typer.Option(
+    help="tpe, nsga2, gp (Gaussian process, logEHVI), random, or qnehvi (BoTorch; "
+         "pip install 'autopeft\\[bo]')")]
+Scheduler = Annotated[str, typer.Option(
+    help="none, or mo-asha: stop trials early by multi-objective successive halving "
+         "over epochs (score and stored params); stopped trials are PRUNED")]
+ReductionFactor = Annotated[float, typer.Option(
+    help="mo-asha's η: about 1/η of the trials at each rung go on (at least 2)")]
+GraceEpochs = Annotated[int, typer.Option(
+    help="mo-asha's first rung; rungs at grace·η^k epochs, below --epochs")]
+FinalSeeds = Annotated[int, typer.Option(
+    help="retrain each Pareto point on train+selection with K seeds for its dev numbers "
+         "(0: evaluate the trial artifacts instead)")]
+FinalEpochs = Annotated[int | None, typer.Option(
+    help="epochs of the final retraining (default: --epochs)")]
 
 
 @app.command()
@@ -32,40 +57,31 @@ def search(
     budget: Budget,
     model: Model = api.DEFAULT_MODEL,
     data_dir: Annotated[str | None, typer.Option(help="GLUE TSV or CSV/JSONL files")] = None,
-    methods: Annotated[str | None, typer.Option(help="comma-separated method names")] = None,
-    space: Annotated[str | None, typer.Option(help="search space YAML file")] = None,
+    methods: Methods = None,
+    space: SpaceFile = None,
     trials: Annotated[int, typer.Option(help="trained trials to add to the study")] = 12,
-    concurrency: Annotated[int, typer.Option(help="trials running at once")] = 1,
-    gpus_per_trial: Annotated[float | None, typer.Option(help="default: 1 if GPUs exist")] = None,
+    concurrency: Concurrency = 1,
+    gpus_per_trial: GpusPerTrial = None,
     study: Annotated[str | None, typer.Option(help="name; same name resumes")] = None,
     storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    address: Address = None,
     seed: int = 0,
-    epochs: Annotated[int, typer.Option(help="training epochs per trial")] = 1,
-    max_train_samples: Annotated[int | None, typer.Option(help="subsample train")] = None,
-    selection_fraction: Annotated[float, typer.Option(help="train share held out")] = 0.1,
+    epochs: Epochs = 1,
+    max_train_samples: MaxTrainSamples = None,
+    selection_fraction: SelectionFraction = 0.1,
     batch_size: int = 32,
-    sampler: Annotated[str, typer.Option(
-        help="tpe, nsga2, gp (Gaussian process, logEHVI), random, or qnehvi (BoTorch; "
-             "pip install 'autopeft\\[bo]')")] = "tpe",
+    sampler: Sampler = "tpe",
     warm_start: Annotated[str | None, typer.Option(
         help="study (same --studies-dir/--storage; any task or model) whose Pareto "
              "configurations are tried first, adapted to this space and budget")] = None,
-    scheduler: Annotated[str, typer.Option(
-        help="none, or mo-asha: stop trials early by multi-objective successive halving "
-             "over epochs (score and stored params); stopped trials are PRUNED")] = "none",
-    reduction_factor: Annotated[float, typer.Option(
-        help="mo-asha's η: about 1/η of the trials at each rung go on (at least 2)")] = 3,
-    grace_epochs: Annotated[int, typer.Option(
-        help="mo-asha's first rung; rungs at grace·η^k epochs, below --epochs")] = 1,
+    scheduler: Scheduler = "none",
+    reduction_factor: ReductionFactor = 3,
+    grace_epochs: GraceEpochs = 1,
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
-    final_seeds: Annotated[int, typer.Option(
-        help="retrain each Pareto point on train+selection with K seeds for its dev numbers "
-             "(0: evaluate the trial artifacts instead)")] = 3,
-    final_epochs: Annotated[int | None, typer.Option(
-        help="epochs of the final retraining (default: --epochs)")] = None,
+    final_seeds: FinalSeeds = 3,
+    final_epochs: FinalEpochs = None,
 ) -> None:
     """Find the Pareto front of score vs stored parameters for a task under a budget."""
     request = api.SearchRequest(**{k: v for k, v in locals().items()})
@@ -87,29 +103,27 @@ def sweep(
     ] = None,
     data_dir: Annotated[str | None, typer.Option(
         help="GLUE root holding each task's folder (MRPC/, RTE/, ...)")] = None,
-    methods: Annotated[str | None, typer.Option(help="comma-separated method names")] = None,
-    space: Annotated[str | None, typer.Option(help="search space YAML file")] = None,
-    concurrency: Annotated[int, typer.Option(help="trials running at once")] = 1,
-    gpus_per_trial: Annotated[float | None, typer.Option(
-        help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    methods: Methods = None,
+    space: SpaceFile = None,
+    concurrency: Concurrency = 1,
+    gpus_per_trial: GpusPerTrial = None,
+    address: Address = None,
     seed: int = 0,
-    epochs: Annotated[int, typer.Option(help="training epochs per trial")] = 1,
-    max_train_samples: Annotated[int | None, typer.Option(help="subsample train")] = None,
-    selection_fraction: Annotated[float, typer.Option(help="train share held out")] = 0.1,
+    epochs: Epochs = 1,
+    max_train_samples: MaxTrainSamples = None,
+    selection_fraction: SelectionFraction = 0.1,
     batch_size: int = 32,
-    sampler: Annotated[str, typer.Option(help="tpe, nsga2, gp, random or qnehvi")] = "tpe",
-    scheduler: Annotated[str, typer.Option(help="none or mo-asha (per study)")] = "none",
-    reduction_factor: float = 3,
-    grace_epochs: int = 1,
+    sampler: Sampler = "tpe",
+    scheduler: Scheduler = "none",
+    reduction_factor: ReductionFactor = 3,
+    grace_epochs: GraceEpochs = 1,
     reuse: Annotated[bool, typer.Option(
         help="count a trial for every budget of its task and model that it fits")] = True,
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
-    final_seeds: Annotated[int, typer.Option(
-        help="retrain each Pareto point with K seeds (0: evaluate the trial artifacts)")] = 3,
-    final_epochs: int | None = None,
+    final_seeds: FinalSeeds = 3,
+    final_epochs: FinalEpochs = None,
 ) -> None:
     """Search every (task, budget, model) of a grid on one Ray cluster; one combined report."""
     values = {k: v for k, v in locals().items() if k != "sweep_name"}

@@ -86,8 +86,27 @@ def share_all(siblings: list[Sibling]) -> int:
     return count
 
 
-def reused_count(study: optuna.Study) -> int:
-    return sum(ATTR_REUSED in t.user_attrs for t in study.get_trials(deepcopy=False))
+class BudgetReuse:
+    """Shares each finished trial with the sibling budgets it fits, counting what each got."""
+
+    def __init__(self, groups: list[list[Sibling]]):
+        self._groups = groups
+        self._siblings = {s.name: (s, group) for group in groups for s in group}
+        self.received: dict[str, int] = {}
+
+    def catch_up(self) -> int:
+        """Share the trials finished before this run (a resumed sweep); how many were added."""
+        return sum(share_all(group) for group in self._groups)
+
+    def share(self, member: Any, trial: Any) -> list[str]:
+        """The studies `member`'s finished `trial` now also counts for (the engine's hook)."""
+        if member.name not in self._siblings:
+            return []
+        source, group = self._siblings[member.name]
+        names = share_trial(trial, source, group)
+        for target in names:
+            self.received[target] = self.received.get(target, 0) + 1
+        return names
 
 
 def _holds(study: optuna.Study, source: str, number: int, candidate: tuple) -> bool:

@@ -31,21 +31,15 @@ from autopeft.warm_start import load_front, warm_start
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@dataclass
-class SearchRequest:
-    """Everything `autopeft search` accepts; defaults are the CLI's."""
+@dataclass(kw_only=True)
+class RunSettings:
+    """How trials are proposed, trained and judged: what `search` and `sweep` share."""
 
-    task: str
-    budget: str
-    model: str = DEFAULT_MODEL
     data_dir: str | None = None
     methods: str | None = None
     space: str | None = None
-    trials: int = 12
     concurrency: int = 1
     gpus_per_trial: float | None = None
-    study: str | None = None
-    storage: str | None = None
     address: str | None = None
     seed: int = 0
     epochs: int = 1
@@ -54,7 +48,6 @@ class SearchRequest:
     batch_size: int = 32
     max_length: int = 128
     sampler: str = "tpe"
-    warm_start: str | None = None  # a study whose Pareto configurations are tried first
     scheduler: str = "none"  # "mo-asha": stop trials early by multi-objective halving
     reduction_factor: float = 3  # mo-asha's η: about 1/η of a rung's trials go on
     grace_epochs: int = 1  # mo-asha's first rung (epochs)
@@ -63,6 +56,19 @@ class SearchRequest:
     trust_remote_code: bool = False
     final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
     final_epochs: int | None = None  # None: the search's epochs
+
+
+@dataclass(kw_only=True)
+class SearchRequest(RunSettings):
+    """Everything `autopeft search` accepts; defaults are the CLI's."""
+
+    task: str
+    budget: str
+    model: str = DEFAULT_MODEL
+    trials: int = 12
+    study: str | None = None
+    storage: str | None = None
+    warm_start: str | None = None  # a study whose Pareto configurations are tried first
 
 
 @dataclass
@@ -288,6 +294,16 @@ def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInp
         selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
     )
     return TaskInputs(task_data, tokenizer, data, len(train), len(selection))
+
+
+def engine_settings(run: RunSettings, trials: int) -> Any:
+    """The engine's settings (`engine.runner.EngineSettings`) for `trials` trials of `run`."""
+    from autopeft.engine.runner import EngineSettings
+
+    return EngineSettings(
+        trials=trials, concurrency=run.concurrency, gpus_per_trial=run.gpus_per_trial,
+        address=run.address, seed=run.seed, sampler=run.sampler, scheduler=run.scheduler,
+        reduction_factor=run.reduction_factor, grace_epochs=run.grace_epochs)
 
 
 def check_positive(**values: int) -> None:

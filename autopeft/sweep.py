@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,18 @@ from rich.console import Console
 from autopeft import study as records
 from autopeft.budget import parse_budget
 from autopeft.errors import AutoPeftError
-from autopeft.reuse import Sibling, share_all, share_trial
+from autopeft.reuse import BudgetReuse, Sibling
 from autopeft.searching import (
     DEFAULT_MODEL,
     CheckedRequest,
     PreparedStudy,
+    RunSettings,
     SearchRequest,
     SearchResult,
     SharedInputs,
     check_positive,
     check_request,
+    engine_settings,
     finish_study,
     open_checked,
 )
@@ -40,37 +42,19 @@ from autopeft.tasks import get_task
 MANIFEST = "sweep.json"
 
 
-@dataclass
-class SweepRequest:
-    """Everything `autopeft sweep` accepts; the training settings apply to every study."""
+@dataclass(kw_only=True)
+class SweepRequest(RunSettings):
+    """Everything `autopeft sweep` accepts; the run settings apply to every study.
+
+    `data_dir` is a GLUE root holding every task's folder (MRPC/, RTE/, ...).
+    """
 
     tasks: str  # "mrpc,rte" (a control: "mrpc:shuffled")
     budgets: str  # "0.1%,0.5%,1%"
     models: str = DEFAULT_MODEL  # comma-separated ids or local paths
     trials: int = 12  # per study, trials shared from a sibling budget included
     sweep: str | None = None  # name; default: derived from the grid
-    data_dir: str | None = None  # a GLUE root holding every task's folder (MRPC/, RTE/, ...)
-    methods: str | None = None
-    space: str | None = None
-    concurrency: int = 1
-    gpus_per_trial: float | None = None
-    address: str | None = None
-    seed: int = 0
-    epochs: int = 1
-    max_train_samples: int | None = None
-    selection_fraction: float = 0.1
-    batch_size: int = 32
-    max_length: int = 128
-    sampler: str = "tpe"
-    scheduler: str = "none"
-    reduction_factor: float = 3
-    grace_epochs: int = 1
     reuse: bool = True  # share trials between budgets of the same (task, model)
-    studies_dir: str = "studies"
-    reports_dir: str = "reports"
-    trust_remote_code: bool = False
-    final_seeds: int = 3
-    final_epochs: int | None = None
 
 
 @dataclass
@@ -86,7 +70,6 @@ class SweepResult:
 
 def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     """Run (or continue) every study of the sweep, then report each and all together."""
-    from autopeft.engine.runner import EngineSettings
     from autopeft.engine.sweep import SweepMember, run_sweep_trials
 
     started = time.perf_counter()
@@ -100,40 +83,25 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     covered = _covered_by_smaller_budget(checked) if request.reuse else {}
     prepared = [open_checked(c, console, skip_coverage=covered.get(c.study_name, set()))
                 for c in checked]
-    groups = _sibling_groups(prepared) if request.reuse else []
-    caught_up = sum(share_all(group) for group in groups)
-    if caught_up:
+    sharing = BudgetReuse(_sibling_groups(prepared) if request.reuse else [])
+    if caught_up := sharing.catch_up():
         console.print(f"budget reuse: {caught_up} earlier trial(s) shared with sibling budgets")
-    members = [SweepMember(
-        name=p.name, study=p.study, space=p.space, sizer=p.sizer, budget_params=p.budget_params,
-        context=p.context, data_key=_data_key(p), remaining=request.trials - records.counted_trials(
-            p.study)) for p in prepared]
+    members = [SweepMember(name=p.name, study=p.study, space=p.space, sizer=p.sizer,
+                           budget_params=p.budget_params, context=p.context,
+                           data_key=_data_key(p),
+                           remaining=request.trials - records.counted_trials(p.study))
+               for p in prepared]
     console.print(f"sweep '{name}': {len(members)} studies, "
                   f"{sum(max(0, m.remaining) for m in members)} trials to go "
                   f"({request.trials} per study, shared trials included)")
-    siblings = {s.name: (s, group) for group in groups for s in group}
-    shared_counts: dict[str, int] = {}
-
-    def share(member: SweepMember, trial: Any) -> list[str]:
-        if member.name not in siblings:
-            return []
-        source, group = siblings[member.name]
-        names = share_trial(trial, source, group)
-        for target in names:
-            shared_counts[target] = shared_counts.get(target, 0) + 1
-        return names
-
-    settings = EngineSettings(
-        trials=sum(max(0, m.remaining) for m in members), concurrency=request.concurrency,
-        gpus_per_trial=request.gpus_per_trial, address=request.address, seed=request.seed,
-        sampler=request.sampler, scheduler=request.scheduler,
-        reduction_factor=request.reduction_factor, grace_epochs=request.grace_epochs)
+    settings = engine_settings(request, sum(max(0, m.remaining) for m in members))
     data = {_data_key(p): p.inputs.search_data for p in prepared}
-    outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray", share)
+    outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray",
+                               sharing.share)
     results = [finish_study(p, console, outcome.infeasible.get(p.name, 0), settings=settings)
                for p in prepared]
     report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
-    return SweepResult(name, manifest, report_dir, results, outcome.launched, shared_counts,
+    return SweepResult(name, manifest, report_dir, results, outcome.launched, sharing.received,
                        time.perf_counter() - started)
 
 
@@ -210,8 +178,7 @@ def _check_name(name: str) -> None:
 
 def _study_requests(request: SweepRequest, name: str, grid: dict[str, list[str]]
                     ) -> list[SearchRequest]:
-    common = {k: v for k, v in asdict(request).items()
-              if k in SearchRequest.__dataclass_fields__ and k not in ("trials",)}
+    common = {f.name: getattr(request, f.name) for f in fields(RunSettings)}
     return [SearchRequest(**{**common, "task": task, "budget": budget, "model": model,
                              "trials": request.trials,
                              "study": f"{name}-{records.default_study_name(task, model, budget)}"})

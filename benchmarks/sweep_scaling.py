@@ -106,13 +106,13 @@ class LocalCluster:
         return {**os.environ, "RAY_TMPDIR": self.temp}
 
     def _start_node(self, args: list[str], name: str) -> None:
-        log = (self.logs / f"ray-{name}.log").open("w")
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
                    "--num-cpus", str(self.cpus), "--num-gpus", "0", "--temp-dir", self.temp,
                    "--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()),
                    "--metrics-export-port", str(free_port()), *args]
-        self.procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                           env=self.env, start_new_session=True))
+        with (self.logs / f"ray-{name}.log").open("w") as log:
+            self.procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                               env=self.env, start_new_session=True))
 
     def __enter__(self) -> LocalCluster:
         try:

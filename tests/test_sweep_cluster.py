@@ -10,6 +10,7 @@ BERT and a 64-pair slice of MRPC, with cheap methods only.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ def two_nodes(monkeypatch):
         yield cluster, worker
     finally:
         cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
