@@ -27,7 +27,9 @@ Model = Annotated[str, typer.Option(help="AutoModelForSequenceClassification id 
 # options `search` and `sweep` share
 Methods = Annotated[str | None, typer.Option(help="comma-separated method names")]
 SpaceFile = Annotated[str | None, typer.Option(help="search space YAML file")]
-Concurrency = Annotated[int, typer.Option(help="trials running at once")]
+Concurrency = Annotated[int | None, typer.Option(
+    help="trials running at once (default: 1 locally; with --address, as many as the "
+         "cluster's CPUs/GPUs hold at --gpus-per-trial)")]
 GpusPerTrial = Annotated[float | None, typer.Option(
     help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster address")]
@@ -60,7 +62,7 @@ def search(
     methods: Methods = None,
     space: SpaceFile = None,
     trials: Annotated[int, typer.Option(help="trained trials to add to the study")] = 12,
-    concurrency: Concurrency = 1,
+    concurrency: Concurrency = None,
     gpus_per_trial: GpusPerTrial = None,
     study: Annotated[str | None, typer.Option(help="name; same name resumes")] = None,
     storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
@@ -105,7 +107,7 @@ def sweep(
         help="GLUE root holding each task's folder (MRPC/, RTE/, ...)")] = None,
     methods: Methods = None,
     space: SpaceFile = None,
-    concurrency: Concurrency = 1,
+    concurrency: Concurrency = None,
     gpus_per_trial: GpusPerTrial = None,
     address: Address = None,
     seed: int = 0,

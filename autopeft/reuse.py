@@ -24,7 +24,7 @@ from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, candidate_from_params
 from autopeft.warm_start import adapt
 
-ATTR_REUSED = "reused_from"  # {"study": name, "trial": number} of a trial trained elsewhere
+ATTR_REUSED = records.ATTR_REUSED  # {"study": name, "trial": number}: trained there
 
 
 @dataclass
@@ -70,9 +70,12 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
             attrs[records.ATTR_ARTIFACT] = Path(os.path.relpath(
                 source.study_dir.resolve() / attrs[records.ATTR_ARTIFACT],
                 target.study_dir.resolve())).as_posix()
-        target.study.add_trial(optuna.trial.create_trial(
-            params=params, distributions=distributions, values=list(trial.values),
-            user_attrs=attrs, state=TrialState.COMPLETE))
+        copy = optuna.trial.create_trial(params=params, distributions=distributions,
+                                         values=list(trial.values), user_attrs=attrs,
+                                         state=TrialState.COMPLETE)
+        # when it trained, not when it was shared: timelines and per-node counts stay true
+        copy.datetime_start, copy.datetime_complete = trial.datetime_start, trial.datetime_complete
+        target.study.add_trial(copy)
         added.append(target.name)
     return added
 

@@ -38,7 +38,7 @@ class RunSettings:
     data_dir: str | None = None
     methods: str | None = None
     space: str | None = None
-    concurrency: int = 1
+    concurrency: int | None = None  # None: 1 locally, every trial slot of a cluster
     gpus_per_trial: float | None = None
     address: str | None = None
     seed: int = 0
@@ -148,8 +148,9 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     from autopeft.engine.scheduler import check_scheduler
 
     shared = shared if shared is not None else SharedInputs()
-    check_positive(trials=request.trials, concurrency=request.concurrency,
-                   epochs=request.epochs, batch_size=request.batch_size)
+    check_positive(trials=request.trials, epochs=request.epochs, batch_size=request.batch_size,
+                   **({"concurrency": request.concurrency} if request.concurrency is not None
+                      else {}))
     _check_final(request.final_seeds, request.final_epochs)
     task = get_task(request.task)
     budget = parse_budget(request.budget)

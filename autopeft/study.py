@@ -66,6 +66,7 @@ ATTR_ALLOCATION = "allocation"  # {"by_layer", "by_type": {group: fraction}, "by
 ATTR_DERIVED = "derived"  # {"<method>.<knob>": value} of knobs fit to the budget, not sampled
 ATTR_OWNER = "owner"  # {"host", "pid", "started"}: the search process that runs the trial
 ATTR_WORKER = "worker"  # {"node", "host", "pid"}: where Ray ran the trial (its last attempt)
+ATTR_REUSED = "reused_from"  # {"study", "trial"}: a sweep's trial shared from a sibling budget
 ATTR_RETRIES = "retries"  # restarts after the trial's worker process or node was lost
 
 STATUS_OK = "ok"

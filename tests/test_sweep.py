@@ -105,12 +105,19 @@ def test_trials_fitting_a_sibling_budget_count_there_too(swept):
             original = source.trials[mark["trial"]]
             assert original.state == TrialState.COMPLETE and ATTR_REUSED not in original.user_attrs
             assert trial.values == original.values
+            assert trial.datetime_start == original.datetime_start  # when it trained
             assert trial.params[records.ATTR_METHOD] == original.params[records.ATTR_METHOD]
             stored = trial.user_attrs[records.ATTR_STORED]
             assert trial.user_attrs[records.ATTR_BUDGET_USED] == stored / BUDGETS[entry["budget"]]
             # the artifact stays where it was trained, reachable from this study's directory
             artifact = work / "studies" / name / trial.user_attrs[records.ATTR_ARTIFACT]
             assert (artifact / "autopeft_config.json").exists()
+        listed = pd.read_csv(work / "reports" / name / "trials.csv").set_index("trial")
+        for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+            mark = trial.user_attrs.get(ATTR_REUSED)
+            expected = f"{mark['study']}#{mark['trial']}" if mark else None
+            assert (listed.reused_from.get(trial.number) if expected else
+                    pd.isna(listed.reused_from.get(trial.number))) in (expected, True)
     assert shared > 0
 
 
@@ -307,3 +314,34 @@ def test_a_shared_trial_lowers_the_target_of_the_studies_it_counts_for():
     assert small.searcher.told == ["t1"] and large.remaining == 1
     assert [searcher.suggest(t)["study"] for t in ("t2", "t3")] == ["small", "large"]
     assert searcher.suggest("t4") == Searcher.FINISHED
+
+
+# --- joining a cluster --------------------------------------------------------------------------
+def test_a_cluster_refusing_the_driver_for_its_token_says_how_to_join(monkeypatch):
+    """`ray start` turns on token authentication by itself when ~/.ray/auth_token exists."""
+    import ray
+
+    from autopeft.engine import cluster
+    from autopeft.errors import AutoPeftError
+
+    class AuthenticationError(Exception):
+        pass
+
+    def refused(**kwargs):
+        try:
+            raise AuthenticationError("InvalidAuthToken")
+        except AuthenticationError as exc:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from exc
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(AutoPeftError) as caught:
+        cluster.connect("10.0.0.1:6379")
+    message = str(caught.value)
+    assert message.startswith("cannot connect to the Ray cluster at '10.0.0.1:6379': Failed")
+    assert "set RAY_AUTH_MODE=token" in message and "\n" not in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: the hint would not help
+    with pytest.raises(AutoPeftError) as caught:
+        cluster.connect("10.0.0.1:6379")
+    assert "RAY_AUTH_MODE" not in str(caught.value)

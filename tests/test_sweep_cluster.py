@@ -63,7 +63,8 @@ def test_sweep_runs_every_study_on_both_nodes_of_a_cluster(two_nodes, tmp_path, 
     args = ["sweep", "--tasks", "mrpc,mrpc:shuffled", "--budgets", "0.5%,2%",
             "--models", str(tiny_bert), "--trials", str(TRIALS), "--sweep", name,
             "--data-dir", str(mrpc_dir.parent), "--space", str(space),
-            "--address", cluster.address, "--concurrency", "2", "--gpus-per-trial", "0",
+            # no --concurrency: with --address it is every trial slot of the cluster (2)
+            "--address", cluster.address, "--gpus-per-trial", "0",
             "--max-train-samples", "64", "--batch-size", "16", "--epochs", "1",
             "--final-seeds", "0"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}

@@ -30,5 +30,25 @@ def connect(address: str | None) -> None:
             ray.init(address="local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"at '{address}'" if address else "locally"
-        raise AutoPeftError(f"cannot start Ray {where}: {str(exc).splitlines()[0]}") from None
+        if not address:
+            raise AutoPeftError(f"cannot start Ray locally: {_first_line(exc)}") from None
+        raise AutoPeftError(f"cannot connect to the Ray cluster at '{address}': "
+                            f"{_first_line(exc)}{_auth_hint(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _auth_hint(exc: BaseException) -> str:
+    """Ray >= 2.60's `ray start` turns on token authentication when ~/.ray/auth_token exists,
+    but a driver joining by address does not use it unless told: say how."""
+    chain, seen = [], exc
+    while seen is not None:
+        chain.append(f"{type(seen).__name__} {seen}")
+        seen = seen.__cause__ or seen.__context__
+    if os.environ.get("RAY_AUTH_MODE") or not any(
+            "auth" in link.lower() or "token" in link.lower() for link in chain):
+        return ""
+    return ("; the cluster uses token authentication: set RAY_AUTH_MODE=token (and "
+            "RAY_AUTH_TOKEN, or the cluster's ~/.ray/auth_token) and run again")

@@ -23,7 +23,7 @@ def on_ray(settings: EngineSettings) -> Executor:
 
     def execute(jobs: list[tuple[FinalPoint, int]], inputs: FinalInputs
                 ) -> Iterator[tuple[FinalPoint, int, dict[str, Any]]]:
-        cpus, gpus = prepare_cluster(settings)
+        _, cpus, gpus = prepare_cluster(settings)
         shared = ray.put(inputs)
         task = ray.remote(num_cpus=cpus, num_gpus=gpus,
                           max_retries=settings.max_failures)(_final_run)

@@ -34,7 +34,7 @@ from autopeft.train.trial import TrialContext
 @dataclass(frozen=True)
 class EngineSettings:
     trials: int
-    concurrency: int = 1
+    concurrency: int | None = 1  # None: 1 locally, every trial slot of a cluster (--address)
     gpus_per_trial: float | None = None  # None: one GPU per trial when the cluster has GPUs
     address: str | None = None  # None: a local Ray instance
     seed: int = 0
@@ -66,7 +66,7 @@ def run_trials(
     started = time.perf_counter()
     check_scheduler(settings.scheduler, settings.reduction_factor, settings.grace_epochs,
                     context.epochs)
-    cpus, gpus = prepare_cluster(settings)
+    settings, cpus, gpus = prepare_cluster(settings)
     # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
     sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
     searcher = BudgetedOptunaSearch(
@@ -84,12 +84,16 @@ def run_trials(
     return EngineOutcome(launched, searcher.infeasible, time.perf_counter() - started)
 
 
-def prepare_cluster(settings: EngineSettings) -> tuple[float, float]:
-    """Connect to Ray and size each trial: (CPUs, GPUs)."""
+def prepare_cluster(settings: EngineSettings) -> tuple[EngineSettings, float, float]:
+    """Connect to Ray and size each trial: the settings (concurrency resolved), CPUs, GPUs."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_sampler(settings.sampler)
     connect(settings.address)
-    return _resources_per_trial(settings)
+    cpus, gpus = _resources_per_trial(settings)
+    if settings.concurrency is None:
+        settings = replace(settings, concurrency=_cluster_slots(cpus, gpus) if settings.address
+                           else 1)
+    return settings, cpus, gpus
 
 
 def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
@@ -180,7 +184,16 @@ def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
         )
     if settings.address:
         return 1, gpus
-    return max(1, int(cluster.get("CPU", 1)) // max(1, settings.concurrency)), gpus
+    return max(1, int(cluster.get("CPU", 1)) // max(1, settings.concurrency or 1)), gpus
+
+
+def _cluster_slots(cpus: float, gpus: float) -> int:
+    """How many trials of this size the whole cluster runs at once."""
+    cluster = ray.cluster_resources()
+    slots = cluster.get("CPU", 1) // cpus
+    if gpus:
+        slots = min(slots, cluster.get("GPU", 0) // gpus)
+    return max(1, int(slots))
 
 
 def with_threads(context: TrialContext, cpus: float) -> TrialContext:

@@ -149,7 +149,7 @@ def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
     total = sum(max(0, m.remaining) for m in members)
     if total == 0:
         return SweepOutcome({m.name: 0 for m in members}, {m.name: 0 for m in members})
-    cpus, gpus = prepare_cluster(settings)
+    settings, cpus, gpus = prepare_cluster(settings)
     for member in members:
         # a resumed study gets a fresh seed stream (the same seed would replay old proposals),
         # and each study its own (sibling budgets would propose the same candidates in step)

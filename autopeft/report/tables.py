@@ -21,6 +21,7 @@ from autopeft.study import (
     ATTR_HEAD,
     ATTR_METHOD,
     ATTR_METRICS,
+    ATTR_REUSED,
     ATTR_STATUS,
     ATTR_STORED,
     ATTR_STORED_BYTES,
@@ -56,7 +57,8 @@ DEV_SEED_SCORES = f"{DEV_PREFIX}seed_scores"  # "0.8012;0.8123": each seed's sco
 _INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
 _LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "stored_bytes", "head_params",
                  "budget_used", "score"]
-_TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error"]
+_TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error",
+                 "reused_from"]
 
 
 def trial_state(trial: FrozenTrial) -> str:
@@ -188,10 +190,16 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         "trial_seconds": _number(attrs.get(ATTR_TRIAL_SECONDS)),
         "epochs": len(curve) if isinstance(curve, list) else 0,
         "error": attrs.get(ATTR_ERROR),
+        # a sweep's trial trained in a sibling budget's study ("study#trial"), counted here too
+        "reused_from": _reused_from(attrs.get(ATTR_REUSED)),
     }
     row.update({f"{SELECTION_PREFIX}{m}": _number(selection.get(m)) for m in metrics})
     row.update({k: v for k, v in _knob_values(trial).items() if k != METHOD_PARAM})
     return row
+
+
+def _reused_from(mark: Any) -> str | None:
+    return f"{mark['study']}#{mark['trial']}" if isinstance(mark, dict) else None
 
 
 def _knob_values(trial: FrozenTrial) -> dict[str, Any]:
