@@ -114,10 +114,11 @@ def test_trials_fitting_a_sibling_budget_count_there_too(swept):
             assert (artifact / "autopeft_config.json").exists()
         listed = pd.read_csv(work / "reports" / name / "trials.csv").set_index("trial")
         for trial in study.get_trials(states=(TrialState.COMPLETE,)):
-            mark = trial.user_attrs.get(ATTR_REUSED)
-            expected = f"{mark['study']}#{mark['trial']}" if mark else None
-            assert (listed.reused_from.get(trial.number) if expected else
-                    pd.isna(listed.reused_from.get(trial.number))) in (expected, True)
+            mark, listed_as = trial.user_attrs.get(ATTR_REUSED), listed.reused_from[trial.number]
+            if mark:
+                assert listed_as == f"{mark['study']}#{mark['trial']}"
+            else:
+                assert pd.isna(listed_as)
     assert shared > 0
 
 
