@@ -346,3 +346,27 @@ def test_a_cluster_refusing_the_driver_for_its_token_says_how_to_join(monkeypatc
     with pytest.raises(AutoPeftError) as caught:
         cluster.connect("10.0.0.1:6379")
     assert "RAY_AUTH_MODE" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("settings", "cluster", "expected"), [
+    ({}, {"CPU": 16}, (16, 0, 1)),  # local, no GPU: one trial with every core
+    ({"concurrency": 4}, {"CPU": 16}, (4, 0, 4)),
+    ({}, {"CPU": 16, "GPU": 2}, (8, 1, 2)),  # one trial per GPU
+    ({"gpus_per_trial": 0.25}, {"CPU": 16, "GPU": 1}, (4, 0.25, 4)),  # four packed on a GPU
+    ({"address": "head:6379"}, {"CPU": 6}, (1, 0, 6)),  # a cluster: every 1-CPU slot
+    ({"address": "head:6379", "gpus_per_trial": 0.5}, {"CPU": 64, "GPU": 4}, (1, 0.5, 8)),
+    ({"address": "head:6379", "concurrency": 3}, {"CPU": 64}, (1, 0, 3)),
+])
+def test_trials_are_sized_to_the_cluster(settings, cluster, expected):
+    from autopeft.engine.runner import EngineSettings, size_trials
+
+    assert size_trials(EngineSettings(trials=1, **{"concurrency": None, **settings}),
+                       cluster) == expected
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_is_refused():
+    from autopeft.engine.runner import EngineSettings, size_trials
+    from autopeft.errors import AutoPeftError
+
+    with pytest.raises(AutoPeftError, match="--gpus-per-trial 0.25 but the Ray cluster has 0"):
+        size_trials(EngineSettings(trials=1, gpus_per_trial=0.25), {"CPU": 2})

@@ -89,11 +89,8 @@ def prepare_cluster(settings: EngineSettings) -> tuple[EngineSettings, float, fl
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_sampler(settings.sampler)
     connect(settings.address)
-    cpus, gpus = _resources_per_trial(settings)
-    if settings.concurrency is None:
-        settings = replace(settings, concurrency=_cluster_slots(cpus, gpus) if settings.address
-                           else 1)
-    return settings, cpus, gpus
+    cpus, gpus, concurrency = size_trials(settings, ray.cluster_resources())
+    return replace(settings, concurrency=concurrency), cpus, gpus
 
 
 def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
@@ -170,9 +167,15 @@ def _scheduler(settings: EngineSettings, epochs: int) -> MultiObjectiveASHA | No
     return MultiObjectiveASHA(epochs, settings.grace_epochs, settings.reduction_factor)
 
 
-def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
-    cluster = ray.cluster_resources()
-    cluster_gpus = cluster.get("GPU", 0)
+def size_trials(settings: EngineSettings, cluster: dict[str, float]
+                ) -> tuple[float, float, int]:
+    """CPUs and GPUs per trial, and how many trials run at once, on a cluster's resources.
+
+    By default (`concurrency` None) a cluster joined by address runs as many 1-CPU trials as
+    its CPUs (and GPUs, at `gpus_per_trial` each) hold; a local instance runs as many as its
+    GPUs hold at a fractional `gpus_per_trial` (0.25: four), else one trial with every CPU.
+    """
+    cluster_cpus, cluster_gpus = cluster.get("CPU", 1), cluster.get("GPU", 0)
     gpus = settings.gpus_per_trial
     if gpus is None:
         gpus = 1 if cluster_gpus >= 1 else 0
@@ -182,18 +185,15 @@ def _resources_per_trial(settings: EngineSettings) -> tuple[float, float]:
             f"--gpus-per-trial {gpus} but the Ray cluster has {cluster_gpus:g} GPU(s); "
             "pass --gpus-per-trial 0 to train on CPUs"
         )
-    if settings.address:
-        return 1, gpus
-    return max(1, int(cluster.get("CPU", 1)) // max(1, settings.concurrency or 1)), gpus
-
-
-def _cluster_slots(cpus: float, gpus: float) -> int:
-    """How many trials of this size the whole cluster runs at once."""
-    cluster = ray.cluster_resources()
-    slots = cluster.get("CPU", 1) // cpus
-    if gpus:
-        slots = min(slots, cluster.get("GPU", 0) // gpus)
-    return max(1, int(slots))
+    by_gpus = int(cluster_gpus // gpus) if gpus else None
+    concurrency = settings.concurrency
+    if concurrency is None and settings.address:
+        concurrency = min(int(cluster_cpus), by_gpus or int(cluster_cpus))
+    elif concurrency is None:
+        concurrency = min(by_gpus or 1, int(cluster_cpus))
+    concurrency = max(1, concurrency)
+    cpus = 1 if settings.address else max(1, int(cluster_cpus) // concurrency)
+    return cpus, gpus, concurrency
 
 
 def with_threads(context: TrialContext, cpus: float) -> TrialContext:

@@ -178,4 +178,19 @@ def train_sweep_candidate(config: dict[str, Any], data_refs: dict[str, Any] | No
                           routes: dict[str, tuple[str, TrialContext]] | None = None) -> None:
     """Train one candidate of the study named in its config, on that study's data."""
     data_key, context = routes[config[STUDY_KEY]]
-    train_candidate(config, data=ray.get(data_refs[data_key]), context=context)
+    train_candidate(config, data=_fetch(data_refs[data_key]), context=context)
+
+
+# A worker process runs trial after trial (`reuse_actors`): it unpickles each (task, model)'s
+# data once (~0.1 s for 2,000 MRPC pairs) instead of once per trial. Trials never modify it.
+_FETCHED: dict[str, SearchData] = {}
+_FETCHED_MAX = 4
+
+
+def _fetch(ref: Any) -> SearchData:
+    key = ref.hex()
+    if key not in _FETCHED:
+        while len(_FETCHED) >= _FETCHED_MAX:
+            _FETCHED.pop(next(iter(_FETCHED)))
+        _FETCHED[key] = ray.get(ref)
+    return _FETCHED[key]
