@@ -55,10 +55,10 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
     for target in siblings:
         if target.name == source.name or stored > target.budget_params:
             continue
-        copy = _expressed_in(trial, target)
-        if copy is None or _holds(target.study, source.name, trial.number, copy[3]):
+        expressed = _expressed_in(trial, target)
+        if expressed is None or _holds(target.study, source.name, trial.number, expressed[3]):
             continue
-        params, distributions, derived, _ = copy
+        params, distributions, derived, _ = expressed
         attrs = {k: v for k, v in trial.user_attrs.items() if k != records.ATTR_OWNER}
         attrs.update({
             ATTR_REUSED: {"study": source.name, "trial": trial.number},
@@ -70,12 +70,13 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
             attrs[records.ATTR_ARTIFACT] = Path(os.path.relpath(
                 source.study_dir.resolve() / attrs[records.ATTR_ARTIFACT],
                 target.study_dir.resolve())).as_posix()
-        copy = optuna.trial.create_trial(params=params, distributions=distributions,
-                                         values=list(trial.values), user_attrs=attrs,
-                                         state=TrialState.COMPLETE)
+        shared = optuna.trial.create_trial(params=params, distributions=distributions,
+                                           values=list(trial.values), user_attrs=attrs,
+                                           state=TrialState.COMPLETE)
         # when it trained, not when it was shared: timelines and per-node counts stay true
-        copy.datetime_start, copy.datetime_complete = trial.datetime_start, trial.datetime_complete
-        target.study.add_trial(copy)
+        shared.datetime_start = trial.datetime_start
+        shared.datetime_complete = trial.datetime_complete
+        target.study.add_trial(shared)
         added.append(target.name)
     return added
 
