@@ -12,6 +12,7 @@ knob that rounds differently at the other budget) is not shared: only measured e
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,8 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
         if derived:
             attrs[records.ATTR_DERIVED] = derived
         if records.ATTR_ARTIFACT in attrs:  # relative to the target's study directory
-            attrs[records.ATTR_ARTIFACT] = Path(os.path.relpath(
-                source.study_dir.resolve() / attrs[records.ATTR_ARTIFACT],
-                target.study_dir.resolve())).as_posix()
+            attrs[records.ATTR_ARTIFACT] = _relocated(
+                {"artifact": attrs[records.ATTR_ARTIFACT]}, source, target)["artifact"]
         shared = optuna.trial.create_trial(params=params, distributions=distributions,
                                            values=list(trial.values), user_attrs=attrs,
                                            state=TrialState.COMPLETE)
@@ -90,6 +90,55 @@ def share_all(siblings: list[Sibling]) -> int:
     return count
 
 
+def share_final_runs(target: Sibling, siblings: list[Sibling]) -> int:
+    """Give `target`'s Pareto points the final runs their twins in sibling studies already have.
+
+    A shared trial and its source are one configuration trained on the same data, so retraining
+    it for each budget would only repeat the same runs. Copied: every run of the twin, at the
+    twin's fidelity (`retrain_front` redoes whatever differs). Returns how many points got runs.
+    """
+    done = records.final_runs(target.study)
+    copied = 0
+    for trial in records.feasible_front(target.study):
+        if trial.number in done:
+            continue
+        for twin, number in _twins(trial, target, siblings):
+            point = records.final_runs(twin.study).get(number)
+            if not point:
+                continue
+            fidelity = {k: point[k] for k in records.FINAL_FIDELITY}
+            for index, run in point["runs"].items():
+                records.record_final_run(target.study, trial.number, int(index),
+                                         _relocated(run, twin, target), fidelity)
+            copied += 1
+            break
+    return copied
+
+
+def _twins(trial: FrozenTrial, target: Sibling, siblings: list[Sibling]
+           ) -> Iterator[tuple[Sibling, int]]:
+    """Trials elsewhere that are `trial`: its source, or the copies made of it."""
+    by_name = {s.name: s for s in siblings}
+    mark = trial.user_attrs.get(ATTR_REUSED)
+    if mark and mark["study"] in by_name:
+        yield by_name[mark["study"]], mark["trial"]
+    mine = {"study": target.name, "trial": trial.number}
+    for sibling in siblings:
+        if sibling.name == target.name:
+            continue
+        for other in sibling.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.user_attrs.get(ATTR_REUSED) == mine:
+                yield sibling, other.number
+
+
+def _relocated(run: dict[str, Any], source: Sibling, target: Sibling) -> dict[str, Any]:
+    """A final run's record with its artifact path relative to `target`'s study directory."""
+    if "artifact" not in run:
+        return run
+    return {**run, "artifact": Path(os.path.relpath(
+        source.study_dir.resolve() / run["artifact"], target.study_dir.resolve())).as_posix()}
+
+
 class BudgetReuse:
     """Shares each finished trial with the sibling budgets it fits, counting what each got."""
 
@@ -101,6 +150,13 @@ class BudgetReuse:
     def catch_up(self) -> int:
         """Share the trials finished before this run (a resumed sweep); how many were added."""
         return sum(share_all(group) for group in self._groups)
+
+    def share_final_runs(self, name: str) -> int:
+        """Copy final runs other budgets already made for study `name`'s Pareto points."""
+        if name not in self._siblings:
+            return 0
+        target, group = self._siblings[name]
+        return share_final_runs(target, group)
 
     def share(self, member: Any, trial: Any) -> list[str]:
         """The studies `member`'s finished `trial` now also counts for (the engine's hook)."""

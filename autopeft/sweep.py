@@ -98,8 +98,13 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     data = {_data_key(p): p.inputs.search_data for p in prepared}
     outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray",
                                sharing.share)
-    results = [finish_study(p, console, outcome.infeasible.get(p.name, 0), settings=settings)
-               for p in prepared]
+    results = []
+    for study in prepared:  # a shared trial's final runs are made once, in one of its studies
+        if copied := sharing.share_final_runs(study.name):
+            console.print(f"{study.name}: final runs of {copied} shared point(s) taken from "
+                          "the study that trained them")
+        results.append(finish_study(study, console, outcome.infeasible.get(study.name, 0),
+                                    settings=settings))
     report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
     return SweepResult(name, manifest, report_dir, results, outcome.launched, sharing.received,
                        time.perf_counter() - started)

@@ -39,11 +39,12 @@ TASKS = ["mrpc", "mrpc:shuffled"]
 TRIALS = 3
 
 
-def _args(tiny_bert: Path, glue_root: Path, trials: int = TRIALS, name: str = "demo") -> list[str]:
+def _args(tiny_bert: Path, glue_root: Path, trials: int = TRIALS, name: str = "demo",
+          final_seeds: int = 0) -> list[str]:
     return ["sweep", "--tasks", ",".join(TASKS), "--budgets", ",".join(BUDGETS),
             "--models", str(tiny_bert), "--trials", str(trials), "--data-dir", str(glue_root),
             "--space", "space.yaml", "--max-train-samples", "160", "--sampler", "random",
-            "--final-seeds", "0", "--sweep", name, "--concurrency", "2"]
+            "--final-seeds", str(final_seeds), "--sweep", name, "--concurrency", "2"]
 
 
 def _studies(work: Path, name: str = "demo") -> dict[str, object]:
@@ -56,7 +57,7 @@ def _studies(work: Path, name: str = "demo") -> dict[str, object]:
 def swept(tmp_path_factory, tiny_bert, mrpc_dir):
     work = tmp_path_factory.mktemp("sweep")
     (work / "space.yaml").write_text(SPACE)
-    result = run_cli(*_args(tiny_bert, mrpc_dir.parent), cwd=work)
+    result = run_cli(*_args(tiny_bert, mrpc_dir.parent, final_seeds=1), cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, result
 
@@ -136,6 +137,29 @@ def test_the_larger_budget_gets_the_smaller_ones_first_trials(swept):
                   if t.state.is_finished() and ATTR_REUSED not in t.user_attrs
                   and t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE)
     assert trained < len(studies) * TRIALS
+
+
+def test_a_shared_point_is_retrained_once(swept):
+    """A point on two budgets' fronts gets its final runs in one study; the other copies them."""
+    work, _ = swept
+    studies = _studies(work)
+    pairs = 0
+    for name, (_, study) in studies.items():
+        finals = records.final_runs(study)
+        for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+            mark = trial.user_attrs.get(ATTR_REUSED)
+            twin = mark and records.final_runs(studies[mark["study"]][1]).get(mark["trial"])
+            if not twin or trial.number not in finals:
+                continue
+            pairs += 1
+            runs = records.final_seed_runs(finals[trial.number])
+            # retrained here, its seed would come from this trial's own number
+            assert [r["seed"] for r in runs] == [r["seed"] for r in records.final_seed_runs(twin)]
+            assert [r["metrics"] for r in runs] == [r["metrics"] for r in
+                                                    records.final_seed_runs(twin)]
+            if "artifact" in runs[0]:
+                assert (work / "studies" / name / runs[0]["artifact"]).is_dir()
+    assert pairs > 0
 
 
 # --- the shuffled-label control ---------------------------------------------------------------
