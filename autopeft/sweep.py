@@ -40,6 +40,10 @@ from autopeft.searching import (
 from autopeft.tasks import get_task
 
 MANIFEST = "sweep.json"
+# What a trial's score depends on: a sweep continued with other values would mix incomparable
+# trials in its fronts and share them between budgets.
+COMPARABILITY = ("epochs", "batch_size", "max_length", "max_train_samples", "selection_fraction",
+                 "seed", "data_dir")
 
 
 @dataclass(kw_only=True)
@@ -202,6 +206,13 @@ def _write_manifest(request: SweepRequest, name: str, grid: dict[str, list[str]]
             raise AutoPeftError(
                 f"sweep '{name}' exists with another grid ({_describe(old.get('grid', {}))}); "
                 f"pass the same --tasks/--budgets/--models to continue it, or another --sweep")
+        before = old.get("settings", {})
+        changed = [f"--{k.replace('_', '-')} {before.get(k)} → {getattr(request, k)}"
+                   for k in COMPARABILITY if k in before and before[k] != getattr(request, k)]
+        if changed:
+            raise AutoPeftError(
+                f"sweep '{name}' was run with other training settings ({'; '.join(changed)}); "
+                "its trials would not be comparable: pass the earlier values, or another --sweep")
     settings = {k: v for k, v in asdict(request).items()
                 if k not in ("tasks", "budgets", "models", "sweep")}
     body = {"sweep": name, "grid": grid, "trials_per_study": request.trials,

@@ -263,13 +263,18 @@ def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, tiny_bert, mrp
     assert not (tmp_path / "studies").exists()
 
 
-def test_another_grid_under_an_existing_name_is_refused(swept, tiny_bert, mrpc_dir):
+@pytest.mark.parametrize(("flag", "value", "needle"), [
+    ("--budgets", "1%", "sweep 'demo' exists with another grid"),
+    ("--max-train-samples", "320", "other training settings (--max-train-samples 160 → 320)"),
+])
+def test_another_grid_or_training_under_an_existing_name_is_refused(swept, tiny_bert, mrpc_dir,
+                                                                   flag, value, needle):
     work, _ = swept
     manifest = work / "studies" / "demo.sweep" / "sweep.json"
     before = manifest.read_text()
-    args = _args(tiny_bert, mrpc_dir.parent)
-    args[args.index("--budgets") + 1] = "1%"
-    assert_one_line_error(run_cli(*args, cwd=work), "sweep 'demo' exists with another grid")
+    args = _args(tiny_bert, mrpc_dir.parent, final_seeds=1)
+    args[args.index(flag) + 1] = value
+    assert_one_line_error(run_cli(*args, cwd=work), needle)
     assert manifest.read_text() == before
 
 
