@@ -38,9 +38,9 @@ from autopeft.train.final import final_seed
 CARD_FILE = "README.md"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 EXPORT_KEY = "export"  # provenance added to the copied autopeft_config.json
-_DEFAULT_BATCH_SIZE = 32  # the CLI default; a study records a batch size only for final runs
-_ASSUMED_BATCH = ("batch size assumed: the study records the search's batch size only for "
-                  "retrained points; edit train_config.yaml if the search used another")
+_DEFAULT_BATCH_SIZE = 32  # the CLI default, for studies made before they recorded theirs
+_ASSUMED_BATCH = ("batch size assumed: the study predates recorded batch sizes and has no "
+                  "retrained point; edit train_config.yaml if the search used another")
 
 # What each file of an artifact is, for the card; others belong to a method's own `load`.
 FILE_NOTES = {
@@ -211,7 +211,8 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         seed = final_seed(setup.seed, trial.number, 0)
     else:
         epochs = training.get("epochs", setup.epochs)
-        batch_size = training.get("batch_size") or _search_batch_size(study)
+        batch_size = (training.get("batch_size") or setup.batch_size
+                      or _search_batch_size(study))
         seed = setup.seed + trial.number
     kind, _, where = setup.data_source.partition(":")
     rank = (description.get("selection_metrics") or trial.user_attrs.get(records.ATTR_METRICS)
@@ -223,6 +224,7 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         batch_size=int(batch_size or _DEFAULT_BATCH_SIZE),
         seed=int(seed), data_seed=setup.seed, max_train_samples=setup.max_train_samples,
         rank=None if rank is None else int(rank),
+        **({"max_length": setup.max_length} if setup.max_length else {}),
     )
     return config, ("" if batch_size else _ASSUMED_BATCH)
 

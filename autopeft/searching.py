@@ -205,6 +205,8 @@ def open_checked(checked: CheckedRequest, console: Console,
         epochs=request.epochs,
         max_train_samples=request.max_train_samples,
         data_source=inputs.task_data.source,
+        batch_size=request.batch_size,
+        max_length=request.max_length,
     )
     study = records.open_study(name, storage, setup)
 

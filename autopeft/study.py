@@ -99,6 +99,8 @@ class StudySetup:
     max_train_samples: int | None = None
     data_source: str = ""
     extra: dict = field(default_factory=dict)
+    batch_size: int | None = None  # None: a study made before these were recorded
+    max_length: int | None = None
 
     # Changing these mid-study would mix incomparable trials in one front.
     IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed")

@@ -244,7 +244,7 @@ def test_best_uses_dev_scores_when_the_whole_front_has_them(searched, tmp_path):
     unknown = export_trial("made", tmp_path / "early", trial=2, studies_dir=studies)
     assert unknown.trial == 2  # nothing retrained yet: the batch size is a stated assumption
     card = (tmp_path / "early" / "README.md").read_text()
-    assert "batch size 32, " in card and "seed 2 (batch size assumed: the study records" in card
+    assert "batch size 32, " in card and "seed 2 (batch size assumed: the study predates" in card
     assert "# batch size assumed" in (tmp_path / "early" / "train_config.yaml").read_text()
     fidelity = {"epochs": 1, "batch_size": 16, "train_samples": 64}
 
@@ -261,6 +261,32 @@ def test_best_uses_dev_scores_when_the_whole_front_has_them(searched, tmp_path):
 
 
 # --- predict ------------------------------------------------------------------------------------
+def test_a_study_that_recorded_its_batch_size_needs_no_assumption(searched, tmp_path):
+    studies = tmp_path / "studies"
+    setup = records.StudySetup(task="mrpc", model=str(searched / "tinybert"), budget_spec="50%",
+                               budget_params=10**6, backbone_params=2 * 10**6,
+                               primary_metric="accuracy_f1_mean", methods=["bitfit"],
+                               batch_size=8, max_length=96)
+    study = records.open_study("recorded", records.make_storage(None, studies / "recorded"),
+                               setup)
+    shutil.copytree(_artifacts(searched) / "trial-0000",
+                    studies / "recorded" / "artifacts" / "trial-0000")
+    study.add_trial(create_trial(
+        state=TrialState.COMPLETE, values=[0.6, 100], params={"method": "bitfit"},
+        distributions={"method": CategoricalDistribution(["bitfit"])},
+        user_attrs={records.ATTR_STATUS: "ok", records.ATTR_STORED: 100,
+                    records.ATTR_ARTIFACT: "artifacts/trial-0000"}))
+    export_trial("recorded", tmp_path / "out", trial=0, studies_dir=studies)
+    config = yaml.safe_load((tmp_path / "out" / "train_config.yaml").read_text())
+    assert (config["batch_size"], config["max_length"]) == (8, 96)
+    assert "assumed" not in (tmp_path / "out" / "README.md").read_text()
+    # and a real search records its own
+    tiny = records.open_study("tiny", records.make_storage(None, searched / "studies" / "tiny"),
+                              None)
+    assert (records.study_setup(tiny).batch_size, records.study_setup(tiny).max_length) == (16,
+                                                                                           128)
+
+
 def test_predict_writes_labels_and_class_probabilities(searched, exported, mrpc_dir):
     rows = (mrpc_dir / "dev.tsv").read_text(encoding="utf-8-sig").splitlines()[:21]
     (searched / "dev20.tsv").write_text("\n".join(rows) + "\n")
