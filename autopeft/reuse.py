@@ -115,6 +115,27 @@ def share_final_runs(target: Sibling, siblings: list[Sibling]) -> int:
     return copied
 
 
+def deferred_points(target: Sibling, siblings: list[Sibling]) -> frozenset[int]:
+    """`target`'s Pareto points whose final runs their source study makes (and shares).
+
+    A shared trial that is also on its own study's front is retrained there; `target` copies
+    the runs afterwards (`share_final_runs`) instead of repeating them.
+    """
+    by_name = {s.name: s for s in siblings}
+    fronts: dict[str, set[int]] = {}
+    deferred = set()
+    for trial in records.feasible_front(target.study):
+        mark = trial.user_attrs.get(ATTR_REUSED)
+        if not mark or mark["study"] not in by_name:
+            continue
+        if mark["study"] not in fronts:
+            fronts[mark["study"]] = {t.number for t in
+                                     records.feasible_front(by_name[mark["study"]].study)}
+        if mark["trial"] in fronts[mark["study"]]:
+            deferred.add(trial.number)
+    return frozenset(deferred)
+
+
 def _twins(trial: FrozenTrial, target: Sibling, siblings: list[Sibling]
            ) -> Iterator[tuple[Sibling, int]]:
     """Trials elsewhere that are `trial`: its source, or the copies made of it."""
@@ -150,6 +171,13 @@ class BudgetReuse:
     def catch_up(self) -> int:
         """Share the trials finished before this run (a resumed sweep); how many were added."""
         return sum(share_all(group) for group in self._groups)
+
+    def deferred(self, name: str) -> frozenset[int]:
+        """Study `name`'s Pareto points whose final runs another budget makes and shares."""
+        if name not in self._siblings:
+            return frozenset()
+        target, group = self._siblings[name]
+        return deferred_points(target, group)
 
     def share_final_runs(self, name: str) -> int:
         """Copy final runs other budgets already made for study `name`'s Pareto points."""

@@ -243,35 +243,72 @@ def prepare_study(request: SearchRequest, console: Console,
 
 def finish_study(prepared: PreparedStudy, console: Console, infeasible: int = 0,
                  wall_seconds: float = 0.0, settings: Any = None) -> SearchResult:
-    """Final numbers for the Pareto points (retrained with K seeds, or as trained), the report.
+    """Final numbers for the Pareto points (retrained with K seeds, or as trained), the report."""
+    final_numbers(prepared, console, settings)
+    return report_study(prepared, infeasible, wall_seconds)
+
+
+def final_numbers(prepared: PreparedStudy, console: Console, settings: Any = None) -> None:
+    """Dev numbers for the Pareto points: retrained with K seeds, or the trials' own artifacts.
 
     With the engine's `settings` the final runs are Ray tasks on the search's cluster, side by
     side; without, they run one after another in this process.
     """
+    if prepared.request.final_seeds:
+        run_final_plans([plan_final(prepared, console, settings)], console, settings)
+    else:
+        evaluate_as_trained(prepared)
+
+
+def plan_final(prepared: PreparedStudy, console: Console, settings: Any = None,
+               skip: frozenset[int] = frozenset()) -> Any:
+    """The study's final runs still to do (`train.final.FinalPlan`), its front but `skip`."""
+    from autopeft.train.final import FinalSettings, plan_front
+
+    request, inputs = prepared.request, prepared.inputs
+    full_train = subsample(inputs.task_data.train, request.max_train_samples, request.seed)
+    final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
+    where = ("as Ray tasks beside each other" if settings is not None
+             else "one at a time in this process")
+    return plan_front(prepared.study, _tokenized(prepared, full_train),
+                      _tokenized(prepared, inputs.task_data.dev), inputs.tokenizer,
+                      prepared.context, final, console, where, skip)
+
+
+def run_final_plans(plans: list[Any], console: Console, settings: Any = None) -> int:
+    """Do the planned final runs: on the Ray cluster with the engine's `settings`, else here."""
+    from autopeft.train.final import in_process, run_plans
+
+    execute = in_process
+    if settings is not None:
+        from autopeft.engine.final_runs import on_ray
+
+        execute = on_ray(settings)
+    return run_plans(plans, console, execute)
+
+
+def evaluate_as_trained(prepared: PreparedStudy) -> None:
+    """`--final-seeds 0`: each Pareto point's trial artifact (trained without the selection
+    split) scored on dev."""
+    from autopeft.train.final import evaluate_front_on_dev
+
+    evaluate_front_on_dev(prepared.study, prepared.study_dir,
+                          _tokenized(prepared, prepared.inputs.task_data.dev),
+                          prepared.inputs.tokenizer, prepared.task,
+                          prepared.request.trust_remote_code)
+
+
+def _tokenized(prepared: PreparedStudy, frame: pd.DataFrame) -> Any:
     from autopeft.train.data import tokenize_frame
-    from autopeft.train.final import FinalSettings, evaluate_front_on_dev, retrain_front
 
-    request, task, inputs = prepared.request, prepared.task, prepared.inputs
-    tokenizer, task_data = inputs.tokenizer, inputs.task_data
+    return tokenize_frame(frame, prepared.task.text_columns, prepared.inputs.tokenizer,
+                          prepared.request.max_length)
 
-    def tokenize(frame: pd.DataFrame) -> Any:
-        return tokenize_frame(frame, task.text_columns, tokenizer, request.max_length)
 
-    dev = tokenize(task_data.dev)
-    if request.final_seeds:  # honest final numbers: retrain on all of train, K seeds
-        full_train = subsample(task_data.train, request.max_train_samples, request.seed)
-        final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
-        where: dict[str, Any] = {}
-        if settings is not None:
-            from autopeft.engine.final_runs import on_ray
-
-            where = {"execute": on_ray(settings), "where": "as Ray tasks beside each other"}
-        retrain_front(prepared.study, tokenize(full_train), dev, tokenizer, prepared.context,
-                      final, console, **where)
-    else:  # the trial artifacts themselves, trained without the selection split
-        evaluate_front_on_dev(prepared.study, prepared.study_dir, dev, tokenizer, task,
-                              request.trust_remote_code)
-    report_dir = build_report(prepared.study, Path(request.reports_dir) / prepared.name)
+def report_study(prepared: PreparedStudy, infeasible: int = 0,
+                 wall_seconds: float = 0.0) -> SearchResult:
+    """Build the study's report from its storage; the search's result."""
+    report_dir = build_report(prepared.study, Path(prepared.request.reports_dir) / prepared.name)
     return SearchResult(
         study_name=prepared.name,
         study_dir=prepared.study_dir,

@@ -34,8 +34,11 @@ from autopeft.searching import (
     check_positive,
     check_request,
     engine_settings,
-    finish_study,
+    evaluate_as_trained,
     open_checked,
+    plan_final,
+    report_study,
+    run_final_plans,
 )
 from autopeft.tasks import get_task
 
@@ -102,16 +105,32 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     data = {_data_key(p): p.inputs.search_data for p in prepared}
     outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray",
                                sharing.share)
-    results = []
-    for study in prepared:  # a shared trial's final runs are made once, in one of its studies
-        if copied := sharing.share_final_runs(study.name):
-            console.print(f"{study.name}: final runs of {copied} shared point(s) taken from "
-                          "the study that trained them")
-        results.append(finish_study(study, console, outcome.infeasible.get(study.name, 0),
-                                    settings=settings))
+    _final_numbers(request, prepared, sharing, console, settings)
+    results = [report_study(p, outcome.infeasible.get(p.name, 0)) for p in prepared]
     report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
     return SweepResult(name, manifest, report_dir, results, outcome.launched, sharing.received,
                        time.perf_counter() - started)
+
+
+def _final_numbers(request: SweepRequest, prepared: list[PreparedStudy], sharing: BudgetReuse,
+                   console: Console, settings: Any) -> None:
+    """Every study's final runs submitted together (no study waits for another's), each shared
+    point retrained once, in its own study, and copied to the other budgets' fronts."""
+    if not request.final_seeds:
+        for study in prepared:
+            evaluate_as_trained(study)
+        return
+    deferred = {p.name: sharing.deferred(p.name) for p in prepared}
+    run_final_plans([plan_final(p, console, settings, deferred[p.name]) for p in prepared],
+                    console, settings)
+    missing = []
+    for study in prepared:
+        if copied := sharing.share_final_runs(study.name):
+            console.print(f"{study.name}: final runs of {copied} shared point(s) taken from "
+                          "the study that trained them")
+        if deferred[study.name] - set(records.final_runs(study.study)):
+            missing.append(plan_final(study, console, settings))  # its twin had none to give
+    run_final_plans(missing, console, settings)
 
 
 def build_sweep_report(name: str, studies_dir: str = "studies", reports_dir: str = "reports",

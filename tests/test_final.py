@@ -246,21 +246,28 @@ def test_final_runs_train_like_their_trial(searched):
 
 
 def test_final_runs_on_ray_match_the_in_process_ones(searched, tmp_path):
-    """The runs are Ray tasks side by side on the cluster; same seeds, same numbers."""
+    """Two studies' runs go to Ray together, side by side; same seeds, same numbers."""
+    from rich.console import Console
+
     from autopeft.engine.final_runs import on_ray
     from autopeft.engine.runner import EngineSettings
+    from autopeft.train.final import plan_front, run_plans
 
     here = _study(searched, "final-here")
     assert _retrain(searched, here, seeds=2, directory=tmp_path / "here") == 4
-    there = _study(searched, "final-ray")
-    context = dataclasses.replace(searched["context"], study_dir=str(tmp_path / "ray"))
-    trained = retrain_front(there, searched["train"], searched["dev"], searched["tokenizer"],
-                            context, FinalSettings(seeds=2), execute=on_ray(
-                                EngineSettings(trials=1, concurrency=1)))
-    assert trained == 4
-    runs = {n: [(r["seed"], r["metrics"]) for r in records.final_seed_runs(p)]
-            for n, p in records.final_runs(_reopen(searched, "final-ray")).items()}
-    assert runs == {n: [(r["seed"], r["metrics"]) for r in records.final_seed_runs(p)]
-                    for n, p in records.final_runs(_reopen(searched, "final-here")).items()}
-    for number in runs:  # seed 0's delta is saved by the Ray worker, in the study directory
-        assert (tmp_path / "ray" / "artifacts" / f"trial-{number:04d}-final-s0").is_dir()
+    quiet = Console(quiet=True)
+    plans = []
+    for k in range(2):
+        context = dataclasses.replace(searched["context"], study_dir=str(tmp_path / f"ray{k}"))
+        plans.append(plan_front(_study(searched, f"final-ray{k}"), searched["train"],
+                                searched["dev"], searched["tokenizer"], context,
+                                FinalSettings(seeds=2), quiet))
+    assert run_plans(plans, quiet, on_ray(EngineSettings(trials=1, concurrency=1))) == 8
+    expected = {n: [(r["seed"], r["metrics"]) for r in records.final_seed_runs(p)]
+                for n, p in records.final_runs(_reopen(searched, "final-here")).items()}
+    for k in range(2):
+        runs = {n: [(r["seed"], r["metrics"]) for r in records.final_seed_runs(p)]
+                for n, p in records.final_runs(_reopen(searched, f"final-ray{k}")).items()}
+        assert runs == expected
+        for number in runs:  # seed 0's delta is saved by the Ray worker, in its study directory
+            assert (tmp_path / f"ray{k}" / "artifacts" / f"trial-{number:04d}-final-s0").is_dir()

@@ -86,16 +86,26 @@ class FinalInputs:
     settings: FinalSettings
 
 
-# (point, seed index) pairs → (point, seed index, run) as each run finishes, in any order
-Executor = Callable[[list[tuple[FinalPoint, int]], FinalInputs],
-                    Iterator[tuple[FinalPoint, int, dict[str, Any]]]]
+@dataclass
+class FinalPlan:
+    """One study's final runs still to do, and what they read."""
+
+    study: optuna.Study
+    jobs: list[tuple[FinalPoint, int]]  # (point, seed index)
+    inputs: FinalInputs
 
 
-def in_process(jobs: list[tuple[FinalPoint, int]], inputs: FinalInputs
-               ) -> Iterator[tuple[FinalPoint, int, dict[str, Any]]]:
+# batches of (point, seed index) jobs with their inputs → (batch, point, seed index, run) as
+# each run finishes, in any order
+Batch = tuple[list[tuple[FinalPoint, int]], FinalInputs]
+Executor = Callable[[list[Batch]], Iterator[tuple[int, FinalPoint, int, dict[str, Any]]]]
+
+
+def in_process(batches: list[Batch]) -> Iterator[tuple[int, FinalPoint, int, dict[str, Any]]]:
     """Run the final runs one after another in this process."""
-    for point, index in jobs:
-        yield point, index, retrain_once(point, index, inputs)
+    for number, (jobs, inputs) in enumerate(batches):
+        for point, index in jobs:
+            yield number, point, index, retrain_once(point, index, inputs)
 
 
 def retrain_front(
@@ -108,36 +118,58 @@ def retrain_front(
     console: Console | None = None,
     execute: Executor = in_process,
     where: str = "one at a time in this process",
+    skip: frozenset[int] = frozenset(),
 ) -> int:
-    """Retrain each feasible Pareto point with `settings.seeds` seeds, each scored on dev.
+    """Retrain each feasible Pareto point (but trials `skip`) with `settings.seeds` seeds, each
+    scored on dev.
 
     Seeds already recorded at the same fidelity are skipped. Returns how many runs were trained.
     """
     console = console or Console(stderr=True)
+    plan = plan_front(study, train, dev, tokenizer, context, settings, console, where, skip)
+    return run_plans([plan], console, execute)
+
+
+def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, tokenizer,
+               context: TrialContext, settings: FinalSettings, console: Console,
+               where: str = "one at a time in this process",
+               skip: frozenset[int] = frozenset()) -> FinalPlan:
+    """The final runs a study's front (but trials `skip`) still needs; says so in one line."""
     task = get_task(context.task)
-    points = [_point(t, context, settings, len(train)) for t in records.feasible_front(study)]
+    points = [_point(t, context, settings, len(train)) for t in records.feasible_front(study)
+              if t.number not in skip]
     todo = [(point, index) for point in points for index in range(settings.seeds)
             if records.finished_final_run(study, point.trial.number, index, point.fidelity)
             is None]
     epochs = "/".join(str(e) for e in sorted({p.fidelity["epochs"] for p in points}))
     console.print(
-        f"final: {len(points)} Pareto point(s) × {settings.seeds} seed(s), retrained on "
-        f"{len(train)} examples (train + selection), {epochs or context.epochs} epoch(s), "
-        f"scored on {len(dev)} dev examples; {len(todo)} run(s) to go, {where}"
+        f"final ({study.study_name}): {len(points)} Pareto point(s) × {settings.seeds} seed(s), "
+        f"retrained on {len(train)} examples (train + selection), "
+        f"{epochs or context.epochs} epoch(s), scored on {len(dev)} dev examples; "
+        f"{len(todo)} run(s) to go, {where}"
     )
-    if not todo:
+    return FinalPlan(study, todo, FinalInputs(train, dev, tokenizer, task, settings))
+
+
+def run_plans(plans: list[FinalPlan], console: Console, execute: Executor = in_process) -> int:
+    """Do every plan's runs (several studies' side by side with a parallel executor), each
+    recorded in its study as soon as it finishes. Returns how many runs were trained."""
+    batches = [(plan.jobs, plan.inputs) for plan in plans if plan.jobs]
+    owners = [plan for plan in plans if plan.jobs]
+    if not batches:
         return 0
-    for point, index, run in execute(todo, FinalInputs(train, dev, tokenizer, task, settings)):
+    for number, point, index, run in execute(batches):
+        study, seeds = owners[number].study, owners[number].inputs.settings.seeds
         recorded = records.record_final_run(study, point.trial.number, index, run,
                                             point.fidelity)
         console.print(
             f"[green]✔[/green] final trial {point.trial.number} {point.candidate['method']} "
-            f"seed {index + 1}/{settings.seeds}: dev {run['metrics']['score']:.4f} "
+            f"seed {index + 1}/{seeds}: dev {run['metrics']['score']:.4f} "
             f"(mean {recorded['score_mean']:.4f} over {recorded['seeds']}) · "
             f"{run['seconds']:.1f}s",
             highlight=False,
         )
-    return len(todo)
+    return sum(len(jobs) for jobs, _ in batches)
 
 
 def retrain_once(point: FinalPoint, index: int, inputs: FinalInputs) -> dict[str, Any]:
