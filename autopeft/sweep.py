@@ -107,7 +107,8 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
                                sharing.share)
     _final_numbers(request, prepared, sharing, console, settings)
     results = [report_study(p, outcome.infeasible.get(p.name, 0)) for p in prepared]
-    report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir)
+    report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir,
+                                    rebuild_studies=False)
     return SweepResult(name, manifest, report_dir, results, outcome.launched, sharing.received,
                        time.perf_counter() - started)
 
@@ -134,15 +135,18 @@ def _final_numbers(request: SweepRequest, prepared: list[PreparedStudy], sharing
 
 
 def build_sweep_report(name: str, studies_dir: str = "studies", reports_dir: str = "reports",
-                       out: str | None = None) -> Path:
-    """Rebuild each study's report and the sweep's combined one, from the stored studies."""
+                       out: str | None = None, rebuild_studies: bool = True) -> Path:
+    """Rebuild each study's report (unless just built) and the sweep's combined one, from the
+    stored studies."""
     from autopeft.report import build_report
     from autopeft.report.sweep import build_sweep_report as build_combined
 
     manifest = read_manifest(name, studies_dir)
     studies = [records.read_study(entry["study"], None, Path(studies_dir))
                for entry in manifest["studies"]]
-    own = [build_report(s, Path(reports_dir) / s.study_name) for s in studies]
+    own = [Path(reports_dir) / s.study_name for s in studies]
+    if rebuild_studies:
+        own = [build_report(s, directory) for s, directory in zip(studies, own, strict=True)]
     target = Path(out) if out else Path(reports_dir) / name
     return build_combined(name, studies, own, target)
 
