@@ -28,8 +28,8 @@ Model = Annotated[str, typer.Option(help="AutoModelForSequenceClassification id 
 Methods = Annotated[str | None, typer.Option(help="comma-separated method names")]
 SpaceFile = Annotated[str | None, typer.Option(help="search space YAML file")]
 Concurrency = Annotated[int | None, typer.Option(
-    help="trials running at once (default: 1 locally; with --address, as many as the "
-         "cluster's CPUs/GPUs hold at --gpus-per-trial)")]
+    help="trials running at once (default: as many as the GPUs hold at --gpus-per-trial, "
+         "else 1 with every core; with --address, every 1-CPU slot of the cluster)")]
 GpusPerTrial = Annotated[float | None, typer.Option(
     help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster address")]
