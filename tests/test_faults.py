@@ -281,7 +281,10 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     env = {"RAY_TMPDIR": os.environ["RAY_TMPDIR"]}
     args = _args(tiny_bert, mrpc_dir, "nodes", 2, "--address", cluster.address,
                  "--concurrency", "2")
-    both = Search(args, tmp_path, "both", **env)
+    # trials of a few seconds: on a busy machine Ray may otherwise finish the first before it
+    # launches the second, which then reuses the first's actor on the head node
+    both = Search([*args, "--epochs", "3", "--max-train-samples", "200"], tmp_path, "both",
+                  **env)
     assert both.wait() == 0, both.stderr[-3000:]
     trials = _assert_whole_study(tmp_path, "nodes")
     ran_on = {t.user_attrs[records.ATTR_WORKER]["node"] for t in trials}
