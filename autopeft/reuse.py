@@ -76,6 +76,7 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
         # when it trained, not when it was shared: timelines and per-node counts stay true
         shared.datetime_start = trial.datetime_start
         shared.datetime_complete = trial.datetime_complete
+        records.record_chance(shared, trial.values[0], attrs.get(records.ATTR_CHANCE))
         target.study.add_trial(shared)
         added.append(target.name)
     return added

@@ -68,6 +68,9 @@ ATTR_OWNER = "owner"  # {"host", "pid", "started"}: the search process that runs
 ATTR_WORKER = "worker"  # {"node", "host", "pid"}: where Ray ran the trial (its last attempt)
 ATTR_REUSED = "reused_from"  # {"study", "trial"}: a sweep's trial shared from a sibling budget
 ATTR_RETRIES = "retries"  # restarts after the trial's worker process or node was lost
+ATTR_CHANCE = "chance_score"  # the best score of a constant prediction on the selection split
+CONSTRAINT_BEATS_CHANCE = "beats_chance"  # Optuna constraint: <= 0 when the trial learned
+_NOT_ABOVE = 1e-9  # a score equal to chance violates that constraint by this much
 
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
@@ -105,6 +108,21 @@ class StudySetup:
     # Changing these mid-study would mix incomparable trials in one front.
     IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed")
 
+
+
+def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
+                  chance: float | None) -> None:
+    """Record the trial's chance level, and as an Optuna constraint whether it beat it.
+
+    A trial that scores no better than always answering one label learned nothing, yet it is
+    often the cheapest and so Pareto-optimal on size alone; TPE, NSGA-II and GP treat a
+    violated constraint as infeasible, so such trials do not pull the search towards more of
+    them (the report still lists them). Feasible means strictly above chance.
+    """
+    if chance is None:
+        return
+    trial.set_user_attr(ATTR_CHANCE, chance)
+    trial.set_constraint(CONSTRAINT_BEATS_CHANCE, chance - score + _NOT_ABOVE)
 
 def default_study_name(task: str, model: str, budget_spec: str) -> str:
     """`mrpc-all-MiniLM-L6-v2-0.5pct`: readable, filesystem-safe, stable across runs."""
@@ -316,14 +334,24 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def feasible_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated COMPLETE trials within budget, sorted by stored parameters."""
+    """Non-dominated COMPLETE trials within budget, sorted by stored parameters.
+
+    Trials at chance stay in: the front shows what was found; only the samplers skip them
+    (`record_chance`). Optuna's `best_trials` would drop them, as it honours constraints, so
+    the 2-D front is a sort and a sweep here: sorted cheapest first (ties: best score first),
+    a trial is on it when it beats every cheaper one, or equals the point it ties with.
+    """
     budget = study_setup(study).budget_params
-    front = [
-        t
-        for t in study.best_trials
-        if t.values is not None and not math.isnan(t.values[0]) and t.values[1] <= budget
-    ]
-    return sorted(front, key=lambda t: (t.values[1], -t.values[0]))
+    ranked = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+         if t.values is not None and not math.isnan(t.values[0]) and t.values[1] <= budget),
+        key=lambda t: (t.values[1], -t.values[0]),
+    )
+    front: list[optuna.trial.FrozenTrial] = []
+    for trial in ranked:
+        if not front or trial.values[0] > front[-1].values[0] or trial.values == front[-1].values:
+            front.append(trial)
+    return front
 
 
 def _check_same_setup(name: str, study: optuna.Study, setup: StudySetup) -> None:

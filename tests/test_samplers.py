@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 
 import optuna
 import pytest
@@ -35,7 +36,13 @@ def sizer(tiny_bert):
     return Sizer(resolve_model(str(tiny_bert)), num_labels=2)
 
 
-def _proposals(sampler_name: str, seed: int, sizer: Sizer, space_file) -> list[dict]:
+def _fake_score(knobs: dict) -> float:
+    return 0.5 + 0.01 * knobs["r"] - abs(knobs["learning_rate"] - 3e-3)
+
+
+def _proposals(sampler_name: str, seed: int, sizer: Sizer, space_file,
+               score: Callable[[dict], float] = _fake_score, chance: float | None = None,
+               count: int = PROPOSALS) -> list[dict]:
     """Run a searcher with a fake, deterministic score so model-based samplers fit models."""
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
@@ -44,15 +51,15 @@ def _proposals(sampler_name: str, seed: int, sizer: Sizer, space_file) -> list[d
                                   make_sampler(sampler_name, seed))
     search.set_search_properties(None, None, {})
     proposals = []
-    for i in range(PROPOSALS):
+    for i in range(count):
         candidate = search.suggest(f"t{i}")
         knobs = candidate["knobs"]
         stored = sizer.measure("lora", knobs).stored_params
-        score = 0.5 + 0.01 * knobs["r"] - abs(knobs["learning_rate"] - 3e-3)
         search.on_trial_complete(f"t{i}", {
-            "score": score, "stored_params": stored, "final": True, "epoch": 1,
+            "score": score(knobs), "stored_params": stored, "final": True, "epoch": 1,
             "training_iteration": 1, "artifact": "a", "stored_bytes": 4 * stored,
             "allocation": json.dumps({"by_layer": {}, "by_type": {}}),
+            **({} if chance is None else {"chance_score": chance}),
         })
         proposals.append(candidate)
     # rejected (over-budget) proposals are part of the sequence too
@@ -78,6 +85,42 @@ def test_seeded_sampler_repeats_exactly(name, sizer, tmp_path, monkeypatch):
     first = _proposals(name, 7, sizer, space_file)
     assert _proposals(name, 7, sizer, space_file) == first
     assert len({json.dumps(p, sort_keys=True) for p in first}) > 1  # it does explore
+
+
+def test_tpe_stops_chasing_cheap_trials_that_learned_nothing(sizer, tmp_path):
+    """r=1 is the cheapest candidate, hence Pareto-optimal by size alone, but it scores chance
+    (a constant prediction): once told so, TPE proposes fewer such trials after its start-up."""
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(SPACE)
+
+    def score(knobs: dict) -> float:
+        learned = 0.02 * knobs["r"] - 10 * abs(knobs["learning_rate"] - 3e-3)
+        return 0.6 + max(0.0, learned) if knobs["r"] > 1 else 0.6
+
+    def at_chance(chance: float | None) -> int:
+        return sum(score(c["knobs"]) <= 0.6
+                   for seed in (0, 1, 2)
+                   # the 19 after TPE's 5 start-up trials (rejected ones are listed after them)
+                   for c in _proposals("tpe", seed, sizer, space_file, score, chance, 24)[5:24])
+
+    told, untold = at_chance(0.6), at_chance(None)
+    assert told < untold * 0.75, (told, untold)
+
+
+def test_gp_resumes_a_study_whose_older_trials_lack_the_chance_constraint():
+    """Optuna's GPSampler raises on trials with and without constraints; ours draws at random."""
+    study = optuna.create_study(directions=list(records.DIRECTIONS), sampler=make_sampler("gp", 0))
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for i in range(12):
+        trial = optuna.trial.create_trial(params={"x": i / 12}, distributions={"x": x},
+                                          values=[i / 12, 100 - i])
+        if i >= 6:  # recorded by this version
+            records.record_chance(trial, i / 12, 0.5)
+        study.add_trial(trial)
+    assert 0 <= study.ask({"x": x}).params["x"] <= 1
+    with pytest.raises(ValueError, match="number of constraints"):
+        study.sampler = optuna.samplers.GPSampler(seed=0)
+        study.ask({"x": x})
 
 
 def test_unknown_sampler_lists_the_choices():

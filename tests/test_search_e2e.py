@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
 from autopeft import study as records
+from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from tests.test_cli import run_cli
 
 BUDGET = "2%"  # of the tiny BERT's 2,041,152 backbone params = 40,823
@@ -60,6 +62,24 @@ def test_search_writes_report_and_artifacts(first_run):
         assert (artifact / "autopeft_config.json").exists()
     assert "Pareto front of tiny" in result.stdout
     assert "trainable params:" in result.stderr  # peft-style line per trial
+
+
+def test_each_trial_is_marked_by_whether_it_beat_chance(first_run, mrpc_dir):
+    """The chance level is what a constant prediction scores on the selection split; a trial
+    at or below it carries a violated Optuna constraint, so samplers do not chase it."""
+    work, _, _ = first_run
+    task = get_task("mrpc")
+    _, selection = selection_split(load_task_data(task, mrpc_dir).train, task, 0.1, 1)
+    chance = chance_score(task, selection.label.to_numpy())
+    assert 0.5 < chance < 1  # MRPC's selection split: mostly paraphrases
+    complete = _open(work).get_trials(states=(TrialState.COMPLETE,))
+    for trial in complete:
+        assert trial.user_attrs[records.ATTR_CHANCE] == pytest.approx(chance)
+        violated = trial.constraints[records.CONSTRAINT_BEATS_CHANCE] > 0
+        assert violated == (trial.values[0] <= chance), (trial.values[0], chance)
+    listed = load(work).set_index("trial")
+    assert listed.chance_score[[t.number for t in complete]].tolist() == pytest.approx(
+        [chance] * len(complete))
 
 
 def test_over_budget_candidates_are_recorded_and_never_trained(first_run):

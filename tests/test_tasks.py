@@ -12,6 +12,7 @@ import pytest
 from autopeft.errors import AutoPeftError
 from autopeft.tasks import (
     TASKS,
+    chance_score,
     compute_metrics,
     get_task,
     load_task_data,
@@ -391,6 +392,16 @@ def test_degenerate_predictions_give_zero_not_nan():
     assert cola["matthews_correlation"] == 0.0
     mrpc = compute_metrics(get_task("mrpc"), _logits([0, 0]), np.array([1, 0]))
     assert mrpc["f1"] == 0.0 and mrpc["score"] == pytest.approx(0.25)
+
+
+def test_chance_score_is_the_best_a_constant_prediction_gets():
+    labels = np.array([1, 1, 1, 0])
+    # MRPC: always 1 gives accuracy 0.75 and F1 6/7; always 0 gives 0.25 and F1 0
+    assert chance_score(get_task("mrpc"), labels) == pytest.approx((0.75 + 6 / 7) / 2)
+    assert chance_score(get_task("sst2"), np.array([0, 0, 1])) == pytest.approx(2 / 3)
+    assert chance_score(get_task("mnli"), np.array([2, 2, 1, 0, 2])) == pytest.approx(0.6)
+    assert chance_score(get_task("cola"), labels) == 0.0  # a constant has no correlation
+    assert chance_score(get_task("stsb"), np.array([0.5, 3.0, 4.0])) == 0.0
 
 
 def test_metrics_reject_mismatched_lengths():

@@ -5,7 +5,8 @@ ones (`gp`, `qnehvi`) model only the parameters every past trial shares (the met
 the knobs of a single-method space); the rest of a define-by-run candidate is drawn by their
 seeded independent sampler. Over-budget candidates are FAIL trials, which these models never
 see, so their acquisition maximum can stay on an over-budget point: right after a rejection
-they draw the next candidate with that independent sampler instead. `qnehvi` needs the
+they draw the next candidate with that independent sampler instead (and for a study whose
+older trials lack the chance constraint, which they cannot model). `qnehvi` needs the
 optional `bo` extra (BoTorch), so it is imported only when asked for, and its absence is one
 line naming the extra.
 """
@@ -91,7 +92,7 @@ class _AfterRejectionDrawIndependently(BaseSampler):
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
                                     ) -> dict[str, BaseDistribution]:
-        if _previous_was_rejected(study, trial):
+        if _previous_was_rejected(study, trial) or _constraints_mixed(study):
             return {}
         return self._base.infer_relative_search_space(study, trial)
 
@@ -122,6 +123,13 @@ def _previous_was_rejected(study: optuna.Study, trial: FrozenTrial) -> bool:
     previous = [t for t in study.get_trials(deepcopy=False) if t.number == trial.number - 1]
     return bool(previous) and (previous[0].user_attrs.get(records.ATTR_STATUS)
                                == records.STATUS_INFEASIBLE)
+
+
+def _constraints_mixed(study: optuna.Study) -> bool:
+    """Whether some COMPLETE trials carry the chance constraint and others do not (a study
+    begun before trials recorded it): the GP samplers refuse such a study, so draw at random."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return len({len(t.constraints) for t in complete}) > 1
 
 
 SAMPLERS: dict[str, Callable[[int], BaseSampler]] = {

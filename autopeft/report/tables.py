@@ -13,6 +13,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft.study import (
+    ATTR_CHANCE,
     ATTR_CURVE,
     ATTR_DERIVED,
     ATTR_ERROR,
@@ -56,7 +57,7 @@ DEV_SEED_SCORES = f"{DEV_PREFIX}seed_scores"  # "0.8012;0.8123": each seed's sco
 # Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
 _INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
 _LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "stored_bytes", "head_params",
-                 "budget_used", "score"]
+                 "budget_used", "score", "chance_score"]
 _TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error",
                  "reused_from"]
 
@@ -185,6 +186,8 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         "head_params": attrs.get(ATTR_HEAD),
         "budget_used": float("nan") if stored is None or budget <= 0 else stored / budget,
         "score": _number(score),
+        # what always answering one label scores: a trial at or below it learned nothing
+        "chance_score": _number(attrs.get(ATTR_CHANCE)),
         "train_seconds": _number(attrs.get(ATTR_TRAIN_SECONDS)),
         "eval_seconds": _number(attrs.get(ATTR_EVAL_SECONDS)),
         "trial_seconds": _number(attrs.get(ATTR_TRIAL_SECONDS)),
@@ -221,7 +224,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _is_float_column(column: str) -> bool:
     return (
-        column in ("budget_used", "score")
+        column in ("budget_used", "score", "chance_score")
         or column.endswith("_seconds")
         or column.startswith(SELECTION_PREFIX)
     )

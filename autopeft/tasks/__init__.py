@@ -1,7 +1,7 @@
 """GLUE tasks: specs, data loading, metrics and the held-out selection split."""
 
 from autopeft.tasks.data import TaskData, load_task_data
-from autopeft.tasks.metrics import compute_metrics
+from autopeft.tasks.metrics import chance_score, compute_metrics
 from autopeft.tasks.specs import TASKS, TaskSpec, TsvLayout, get_task
 from autopeft.tasks.split import selection_split, subsample
 
@@ -10,6 +10,7 @@ __all__ = [
     "TaskData",
     "TaskSpec",
     "TsvLayout",
+    "chance_score",
     "compute_metrics",
     "get_task",
     "load_task_data",

@@ -46,6 +46,16 @@ def compute_metrics(
     return result
 
 
+def chance_score(task: TaskSpec, labels: np.ndarray) -> float:
+    """The best score a constant prediction gets on `labels`: what a model that learned nothing
+    scores (always the majority class, or the class that maximises F1; 0 for correlations)."""
+    labels = np.asarray(labels)
+    if task.is_regression or labels.size == 0:
+        return 0.0
+    return max(compute_metrics(task, np.full(labels.shape[0], label), labels)["score"]
+               for label in range(task.num_labels))
+
+
 def _class_ids(task: TaskSpec, predictions: np.ndarray) -> np.ndarray:
     preds = np.asarray(predictions)
     if preds.ndim == 2 and preds.shape[1] == task.num_labels:

@@ -19,7 +19,7 @@ from autopeft.errors import AutoPeftError
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
-from autopeft.tasks import get_task
+from autopeft.tasks import chance_score, get_task
 from autopeft.train import faults
 from autopeft.train.data import SearchData, SplitBatches, TokenizedSplit
 from autopeft.train.loop import EpochResult, LoopSettings, evaluate, fit, pick_device
@@ -187,5 +187,7 @@ def run_trial(
         stored_bytes=method.stored_bytes(model),
         allocation=json.dumps(allocation),  # a string: Ray flattens nested dicts
         trial_seconds=time.perf_counter() - started,
+        **({} if data.selection is None else {
+            "chance_score": chance_score(get_task(context.task), data.selection.labels)}),
     )
     return {"seconds": time.perf_counter() - started}
