@@ -109,7 +109,6 @@ class StudySetup:
     IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed")
 
 
-
 def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
                   chance: float | None) -> None:
     """Record the trial's chance level, and as an Optuna constraint whether it beat it.
@@ -123,6 +122,7 @@ def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
         return
     trial.set_user_attr(ATTR_CHANCE, chance)
     trial.set_constraint(CONSTRAINT_BEATS_CHANCE, chance - score + _NOT_ABOVE)
+
 
 def default_study_name(task: str, model: str, budget_spec: str) -> str:
     """`mrpc-all-MiniLM-L6-v2-0.5pct`: readable, filesystem-safe, stable across runs."""

@@ -89,6 +89,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
         methods=args.methods, trials=budgeted_trials, epochs=args.epochs, seed=seed,
         sampler=setting.sampler, scheduler=setting.scheduler, reduction_factor=3,
         grace_epochs=1, final_seeds=0, max_train_samples=args.max_train_samples,
+        max_length=args.max_length,
         study=f"{setting.sampler}-{setting.scheduler}-s{seed}",
         studies_dir=str(work / "studies"), reports_dir=str(work / "reports"),
     )
@@ -130,6 +131,7 @@ def main() -> None:
     parser.add_argument("--budget", default="5%")
     parser.add_argument("--methods", default="lora,bitfit,adapter_houlsby,fish")
     parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per example")
     parser.add_argument("--train-size", type=int, default=800,
                         help="training examples of each synthetic task")
     parser.add_argument("--scheduler-trials", type=int, default=None,

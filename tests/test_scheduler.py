@@ -60,6 +60,25 @@ def test_ties_are_broken_by_score_then_size_then_arrival():
     assert mo_order(front)[:2] == [0, 1] and mo_order(front)[2] == 3
 
 
+def test_a_cheap_result_at_chance_ranks_after_every_one_that_learned():
+    """A constant predictor is the cheapest point, so on the first front; at chance it is not."""
+    rung = [(0.90, 90_000), (0.58, 100), (0.70, 5_000)]
+    assert mo_order(rung) == [0, 1, 2] and promotes(rung, 1, reduction_factor=2)
+    assert mo_order(rung, chance=0.58) == [0, 2, 1]
+    assert not promotes(rung, 1, reduction_factor=2, chance=0.58)
+    # below chance too, by score; a non-finite score still last
+    assert mo_order([(0.25, 50), (math.nan, 10), (0.58, 100), (0.6, 9_000)], chance=0.58) == [
+        3, 2, 0, 1]
+
+
+def test_the_scheduler_stops_a_cheap_trial_at_chance():
+    scheduler = MultiObjectiveASHA(max_epochs=3, grace_epochs=1, reduction_factor=2)
+    decisions = [scheduler.decide(tid, {**_result(1, score, stored), "chance_score": 0.58})
+                 for tid, score, stored in [("a", 0.90, 90_000), ("b", 0.70, 5_000),
+                                            ("constant", 0.58, 100)]]
+    assert decisions == [CONTINUE, STOP, STOP]  # without chance, "constant" would go on
+
+
 def test_a_non_finite_score_ranks_last():
     rung = [(math.nan, 10), (0.5, 10_000), (0.4, 20_000)]
     assert mo_order(rung) == [1, 2, 0]

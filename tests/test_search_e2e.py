@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft import study as records
+from autopeft.report.plots import CHANCE_LABEL, chance_level
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from tests.test_cli import run_cli
 
@@ -80,6 +81,9 @@ def test_each_trial_is_marked_by_whether_it_beat_chance(first_run, mrpc_dir):
     listed = load(work).set_index("trial")
     assert listed.chance_score[[t.number for t in complete]].tolist() == pytest.approx(
         [chance] * len(complete))
+    # the plot draws it as a line: points on it learned nothing
+    assert chance_level(load(work)) == pytest.approx(chance)
+    assert CHANCE_LABEL in (work / "reports" / "tiny" / "pareto.html").read_text()
 
 
 def test_over_budget_candidates_are_recorded_and_never_trained(first_run):

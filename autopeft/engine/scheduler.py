@@ -13,7 +13,9 @@ log scale keeps the spread between 1k and 10k params comparable to that between 
 Exact ties (equal crowding, e.g. a front's two ends, both infinite) go to the higher score, then
 to fewer parameters, then to the result recorded first. A small candidate with a modest score
 therefore survives as long as nothing both smaller and better beats it: it is not stopped merely
-for scoring below a large one.
+for scoring below a large one. A result at or below its study's chance level (what a constant
+prediction scores, sent with each result) has learned nothing yet: it ranks after every result
+above chance, by score (NSGA-II's constrained domination), however few parameters it has.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from autopeft.errors import AutoPeftError
+from autopeft.study import ATTR_CHANCE
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -72,27 +75,31 @@ def crowding_distances(objectives: Sequence[Sequence[float]]) -> list[float]:
     return distance
 
 
-def mo_order(points: Sequence[Point]) -> list[int]:
+def mo_order(points: Sequence[Point], chance: float | None = None) -> list[int]:
     """Indices of (score, stored_params) points, best first (see the module docstring).
 
-    A non-finite score (a diverged trial) ranks below every finite one.
+    Points scoring at or below `chance` come after the others, best score first; a non-finite
+    score (a diverged trial) ranks below every finite one.
     """
     finite = [i for i, (score, _) in enumerate(points) if math.isfinite(score)]
+    learned = [i for i in finite if chance is None or points[i][0] > chance]
     order = []
-    for front in non_dominated_fronts([points[i] for i in finite]):
-        members = [finite[i] for i in front]
+    for front in non_dominated_fronts([points[i] for i in learned]):
+        members = [learned[i] for i in front]
         crowding = crowding_distances(
             [(points[i][0], math.log10(1 + max(points[i][1], 0))) for i in members])
         ranked = sorted(range(len(members)), key=lambda k: (
             -crowding[k], -points[members[k]][0], points[members[k]][1], members[k]))
         order.extend(members[k] for k in ranked)
+    order += sorted(set(finite) - set(learned), key=lambda i: (-points[i][0], points[i][1], i))
     return order + [i for i in range(len(points)) if i not in set(finite)]
 
 
-def promotes(points: Sequence[Point], index: int, reduction_factor: float) -> bool:
+def promotes(points: Sequence[Point], index: int, reduction_factor: float,
+             chance: float | None = None) -> bool:
     """Whether `points[index]` is among the top ceil(n/η) of the rung's ordering."""
     keep = math.ceil(len(points) / reduction_factor)
-    return index in mo_order(points)[:keep]
+    return index in mo_order(points, chance)[:keep]
 
 
 def rung_milestones(max_epochs: int, grace_epochs: int, reduction_factor: float) -> list[float]:
@@ -171,7 +178,8 @@ class MultiObjectiveASHA(FIFOScheduler):
         recorded = reached[-1][1]
         recorded[trial_id] = (float(score), float(size))
         index = list(recorded).index(trial_id)
-        if promotes(list(recorded.values()), index, self._reduction_factor):
+        chance = result.get(ATTR_CHANCE)  # absent: not known
+        if promotes(list(recorded.values()), index, self._reduction_factor, chance):
             return TrialScheduler.CONTINUE
         self.stopped.append(trial_id)
         return TrialScheduler.STOP

@@ -178,7 +178,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_ARTIFACT, last["artifact"])
             ot_trial.set_user_attr(records.ATTR_STORED_BYTES, last["stored_bytes"])
             ot_trial.set_user_attr(records.ATTR_ALLOCATION, json.loads(last["allocation"]))
-            records.record_chance(ot_trial, float(score), last.get("chance_score"))
+            records.record_chance(ot_trial, float(score), last.get(records.ATTR_CHANCE))
             self._ot_study.tell(ot_trial, [float(score), float(last["stored_params"])])
         elif last.get("final"):
             ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)

@@ -33,6 +33,15 @@ def write_pareto_html(
                                                     full_html=True)
 
 
+CHANCE_LABEL = "chance (a constant prediction)"
+
+
+def chance_level(trials: pd.DataFrame) -> float | None:
+    """The study's chance score (what learning nothing scores), if its trials recorded it."""
+    known = trials["chance_score"].dropna() if "chance_score" in trials else pd.Series()
+    return float(known.max()) if len(known) else None
+
+
 def pareto_figure(trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup) -> go.Figure:
     """Every completed trial coloured by method, the front, and the budget; hover: the config."""
     points, front = plotted_rows(trials), plotted_rows(pareto)
@@ -63,6 +72,11 @@ def pareto_figure(trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup)
                 hovertemplate="<b>Pareto</b><br>%{text}<extra></extra>",
             )
         )
+    chance = chance_level(trials)
+    if chance is not None:
+        fig.add_hline(y=chance, line={"color": NOTE_COLOUR, "dash": "dot", "width": 1.5},
+                      annotation_text=CHANCE_LABEL, annotation_position="bottom right",
+                      annotation_font={"color": NOTE_COLOUR})
     low, high = _x_range(points, setup.budget_params)
     # Shapes take data values on a log axis; annotations take log10 of them.
     fig.add_shape(
@@ -165,6 +179,10 @@ def write_pareto_png(
         label=budget_label(setup),
         zorder=1,
     )
+    chance = chance_level(trials)
+    if chance is not None:
+        ax.axhline(chance, color=NOTE_COLOUR, linestyle=":", linewidth=1.4, label=CHANCE_LABEL,
+                   zorder=1)
     low, high = _x_range(points, setup.budget_params)
     ax.axvspan(setup.budget_params, high, color=BUDGET_COLOUR, alpha=OVER_BUDGET_ALPHA, lw=0)
     ax.text(

@@ -19,6 +19,7 @@ from autopeft.errors import AutoPeftError
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
+from autopeft.study import ATTR_CHANCE
 from autopeft.tasks import chance_score, get_task
 from autopeft.train import faults
 from autopeft.train.data import SearchData, SplitBatches, TokenizedSplit
@@ -127,6 +128,8 @@ def run_trial(
         torch.set_num_threads(context.threads)
     number = int(candidate["trial_number"])
     counts: dict[str, Any] = {}
+    if data.selection is not None:  # what learning nothing scores, for the scheduler and sampler
+        counts[ATTR_CHANCE] = chance_score(get_task(context.task), data.selection.labels)
 
     def built(method: Method, model: nn.Module) -> None:
         """Before training: check the budget on the live model and keep the counts."""
@@ -187,7 +190,5 @@ def run_trial(
         stored_bytes=method.stored_bytes(model),
         allocation=json.dumps(allocation),  # a string: Ray flattens nested dicts
         trial_seconds=time.perf_counter() - started,
-        **({} if data.selection is None else {
-            "chance_score": chance_score(get_task(context.task), data.selection.labels)}),
     )
     return {"seconds": time.perf_counter() - started}
