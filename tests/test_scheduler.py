@@ -79,6 +79,19 @@ def test_the_scheduler_stops_a_cheap_trial_at_chance():
     assert decisions == [CONTINUE, STOP, STOP]  # without chance, "constant" would go on
 
 
+def test_a_rung_where_nothing_beats_chance_stops_nothing():
+    """Early on every candidate may still predict a constant: ranking those would be a lottery."""
+    scheduler = MultiObjectiveASHA(max_epochs=9, grace_epochs=1, reduction_factor=3)
+    at_chance = [scheduler.decide(tid, {**_result(1, score, 1_000 * n), "chance_score": 0.58})
+                 for n, (tid, score) in enumerate([("a", 0.58), ("b", 0.25), ("c", 0.58)])]
+    assert at_chance == [CONTINUE] * 3
+    assert scheduler.decide("d", {**_result(1, math.nan, 10), "chance_score": 0.58}) == STOP
+    # a diverged result can be ranked: last. Once one learns, the results at chance rank after
+    # it (by score, then size): of 6, ceil(6/3) = 2 go on, "e" and "a"
+    assert scheduler.decide("e", {**_result(1, 0.70, 5_000), "chance_score": 0.58}) == CONTINUE
+    assert scheduler.decide("f", {**_result(1, 0.58, 500), "chance_score": 0.58}) == STOP
+
+
 def test_a_non_finite_score_ranks_last():
     rung = [(math.nan, 10), (0.5, 10_000), (0.4, 20_000)]
     assert mo_order(rung) == [1, 2, 0]

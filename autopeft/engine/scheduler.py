@@ -15,7 +15,8 @@ to fewer parameters, then to the result recorded first. A small candidate with a
 therefore survives as long as nothing both smaller and better beats it: it is not stopped merely
 for scoring below a large one. A result at or below its study's chance level (what a constant
 prediction scores, sent with each result) has learned nothing yet: it ranks after every result
-above chance, by score (NSGA-II's constrained domination), however few parameters it has.
+above chance, by score (NSGA-II's constrained domination), however few parameters it has; and
+while nothing at a rung beats chance, the rung cannot tell its results apart, so it stops none.
 """
 
 from __future__ import annotations
@@ -97,7 +98,14 @@ def mo_order(points: Sequence[Point], chance: float | None = None) -> list[int]:
 
 def promotes(points: Sequence[Point], index: int, reduction_factor: float,
              chance: float | None = None) -> bool:
-    """Whether `points[index]` is among the top ceil(n/η) of the rung's ordering."""
+    """Whether `points[index]` is among the top ceil(n/η) of the rung's ordering.
+
+    While no result at the rung beats `chance`, one at chance goes on: early in training every
+    candidate may still predict a constant, and ranking constants would stop future learners
+    at random.
+    """
+    if chance is not None and all(score <= chance for score, _ in points):  # NaN: False
+        return True
     keep = math.ceil(len(points) / reduction_factor)
     return index in mo_order(points, chance)[:keep]
 
