@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import random
 from pathlib import Path
 
 # One small config per architecture family the targets map knows: 2 blocks, 64 wide.
@@ -48,4 +50,40 @@ def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
     minilm = resolve_model("sentence-transformers/all-MiniLM-L6-v2").location
     build_tiny_model("bert", directory, vocab_size=30522, seed=seed)
     AutoTokenizer.from_pretrained(minilm).save_pretrained(directory)
+    return Path(directory)
+
+
+GLUE_PAIR_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]  # MRPC's TSV layout
+KEYWORDS = ["merger", "lawsuit", "earnings", "storm", "election", "vaccine"]
+
+
+def keyword_task(directory: Path, words_from: Path, keywords: int = 1, noise: float = 0.0,
+                 seed: int = 7, train_size: int = 800, dev_size: int = 200) -> Path:
+    """A learnable sentence-pair task in MRPC's layout, for tests and benchmarks.
+
+    Sentences are 8 words drawn from `words_from` (an MRPC-layout TSV); the label is 1 when one
+    of the first `keywords` of KEYWORDS occurs in the first sentence, flipped for a `noise`
+    fraction of rows. Half the rows are positive. A random tiny BERT learns it in a few
+    epochs, which real MRPC does not give it.
+    """
+    rng = random.Random(seed)
+    lines = words_from.read_text(encoding="utf-8-sig").splitlines()[1:]
+    words = [w for line in lines for w in line.split("\t")[3].split()
+             if w.isalpha() and w.lower() not in KEYWORDS]
+    chosen = KEYWORDS[:keywords]
+
+    def row(i: int) -> list[str]:
+        label = i % 2
+        first = rng.sample(words, 8)
+        if label:
+            first[rng.randrange(8)] = rng.choice(chosen)
+        shown = label if rng.random() >= noise else 1 - label
+        return [str(shown), str(i), str(i + 1), " ".join(first), " ".join(rng.sample(words, 8))]
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, size in (("train", train_size), ("dev", dev_size)):
+        with open(directory / f"{split}.tsv", "w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+            writer.writerow(GLUE_PAIR_HEADER)
+            writer.writerows(row(i) for i in range(size))
     return Path(directory)

@@ -26,9 +26,7 @@ follows it trial by trial until it reaches random's final hypervolume (or runs o
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +38,9 @@ from rich.console import Console  # noqa: E402
 
 from autopeft.api import SearchRequest, search  # noqa: E402
 from autopeft.report.hypervolume import hypervolume  # noqa: E402
-from autopeft.testing import build_tiny_bert  # noqa: E402
+from autopeft.testing import build_tiny_bert, keyword_task  # noqa: E402
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
-HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-KEYWORDS = ["merger", "lawsuit", "earnings", "storm", "election", "vaccine"]
 
 
 @dataclass(frozen=True)
@@ -55,31 +51,6 @@ class Setting:
     @property
     def label(self) -> str:
         return self.sampler + (" + MO-ASHA" if self.scheduler != "none" else "")
-
-
-def synthetic_task(directory: Path, keywords: int, noise: float, seed: int,
-                   train_size: int = 800) -> Path:
-    """Sentence pairs from MRPC's words; label 1 when one of `keywords` keywords occurs."""
-    rng = random.Random(seed)
-    words = [w for line in (MRPC / "train.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
-             for w in line.split("\t")[3].split() if w.isalpha() and w.lower() not in KEYWORDS]
-    chosen = KEYWORDS[:keywords]
-
-    def row(i: int) -> list[str]:
-        label = i % 2
-        first = rng.sample(words, 8)
-        if label:
-            first[rng.randrange(8)] = rng.choice(chosen)
-        shown = label if rng.random() >= noise else 1 - label
-        return [str(shown), str(i), str(i + 1), " ".join(first), " ".join(rng.sample(words, 8))]
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, size in (("train", train_size), ("dev", 200)):
-        with open(directory / f"{split}.tsv", "w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
-            writer.writerow(HEADER)
-            writer.writerows(row(i) for i in range(size))
-    return directory
 
 
 def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, args) -> dict:
@@ -151,8 +122,9 @@ def main() -> None:
         work = args.keep or Path(tmp)
         if args.suite == "tiny":
             model = str(build_tiny_bert(work / "tiny-bert"))
-            tasks = {f"keywords={k},noise={n}": synthetic_task(work / f"task-{k}-{n}", k, n, 7,
-                                                                         args.train_size)
+            tasks = {f"keywords={k},noise={n}": keyword_task(work / f"task-{k}-{n}",
+                                                              MRPC / "train.tsv", k, n, 7,
+                                                              args.train_size)
                      for k, n in ((1, 0.0), (3, 0.1))}
         else:
             model, tasks = "sentence-transformers/all-MiniLM-L6-v2", {"mrpc": MRPC}
