@@ -59,7 +59,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
         task="mrpc", budget=args.budget, model=model, data_dir=str(data_dir),
         methods=args.methods, trials=budgeted_trials, epochs=args.epochs, seed=seed,
         sampler=setting.sampler, scheduler=setting.scheduler, reduction_factor=3,
-        grace_epochs=1, final_seeds=0, max_train_samples=args.max_train_samples,
+        grace_epochs=args.grace_epochs, final_seeds=0, max_train_samples=args.max_train_samples,
         max_length=args.max_length,
         study=f"{setting.sampler}-{setting.scheduler}-s{seed}",
         studies_dir=str(work / "studies"), reports_dir=str(work / "reports"),
@@ -107,6 +107,7 @@ def main() -> None:
                         help="training examples of each synthetic task")
     parser.add_argument("--scheduler-trials", type=int, default=None,
                         help="trials of a scheduler setting (default: 2x --trials)")
+    parser.add_argument("--grace-epochs", type=int, default=1, help="MO-ASHA's first rung")
     parser.add_argument("--no-scheduler", action="store_true",
                         help="skip the MO-ASHA settings")
     parser.add_argument("--keep", type=Path, default=None,
