@@ -37,7 +37,8 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from autopeft.api import SearchRequest, search  # noqa: E402
-from autopeft.report.hypervolume import hypervolume  # noqa: E402
+from autopeft.report.hypervolume import REFERENCE, hypervolume, reference_point  # noqa: E402
+from autopeft.report.tables import chance_level  # noqa: E402
 from autopeft.testing import build_tiny_bert, keyword_task  # noqa: E402
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
@@ -71,8 +72,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
     seconds = float((trials.train_seconds + trials.eval_seconds).iloc[:args.trials].sum())
     complete = (trials.state == "COMPLETE").tolist()
     points = list(zip(1 - trials.score, trials.budget_used, strict=True))
-    chance = trials.chance_score.dropna()
-    at_chance = (1 - float(chance.max()) if len(chance) else 1.0, 1.0)
+    at_chance = reference_point(chance_level(trials))
 
     def finished(n: int) -> list[tuple[float, float]]:  # pruned trials never count
         return [pt for pt, done in zip(points[:n], complete[:n], strict=True) if done]
@@ -81,7 +81,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
     curve = [hypervolume(finished(i + 1), at_chance) for i in range(len(points))]
     n = min(args.trials, len(points))
     return {"hv": curve[n - 1] if curve else 0.0, "curve": curve, "compute": compute,
-            "hv_unit": hypervolume(finished(n), (1.0, 1.0)),
+            "hv_unit": hypervolume(finished(n), REFERENCE),
             "seconds": seconds, "compute_at_equal_trials": compute[n - 1] if compute else 0}
 
 

@@ -7,7 +7,8 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft import study as records
-from autopeft.report.plots import CHANCE_LABEL, chance_level
+from autopeft.report.plots import CHANCE_LABEL
+from autopeft.report.tables import chance_level
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from tests.test_cli import run_cli
 
@@ -84,6 +85,9 @@ def test_each_trial_is_marked_by_whether_it_beat_chance(first_run, mrpc_dir):
     # the plot draws it as a line: points on it learned nothing
     assert chance_level(load(work)) == pytest.approx(chance)
     assert CHANCE_LABEL in (work / "reports" / "tiny" / "pareto.html").read_text()
+    # and the hypervolume panel takes it as its reference point
+    assert "reference point (1 − chance, 1)" in (work / "reports" / "tiny" / "index.html"
+                                                  ).read_text()
 
 
 def test_over_budget_candidates_are_recorded_and_never_trained(first_run):

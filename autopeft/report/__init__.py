@@ -25,6 +25,7 @@ from autopeft.report.files import (
     write_text_atomic,
 )
 from autopeft.report.heatmaps import write_allocation_png
+from autopeft.report.hypervolume import reference_note
 from autopeft.report.hypervolume_plot import write_hypervolume_png
 from autopeft.report.index import render_index
 from autopeft.report.plots import write_pareto_html, write_pareto_png
@@ -60,7 +61,7 @@ def build_report(study: optuna.Study, out_dir: Path) -> Path:
     with atomic_path(out_dir / PARETO_PNG) as tmp:
         write_pareto_png(data.trials, data.pareto, data.setup, tmp)
     with atomic_path(out_dir / HYPERVOLUME_PNG) as tmp:
-        write_hypervolume_png(data.curve, tmp)
+        write_hypervolume_png(data.curve, reference_note(data.hv_reference), tmp)
     with atomic_path(out_dir / ALLOCATION_PNG) as tmp:
         write_allocation_png(data.grids, tmp)
     write_text_atomic(out_dir / INDEX_HTML, render_index(data))

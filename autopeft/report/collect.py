@@ -12,8 +12,8 @@ import optuna
 import pandas as pd
 
 from autopeft.report.allocation import AllocationGrid, front_allocations
-from autopeft.report.hypervolume import hypervolume_curve
-from autopeft.report.tables import best_per_method, pareto_frame, trials_frame
+from autopeft.report.hypervolume import hypervolume_curve, reference_point
+from autopeft.report.tables import best_per_method, chance_level, pareto_frame, trials_frame
 from autopeft.study import StudySetup, study_setup
 
 
@@ -27,6 +27,7 @@ class StudyViews:
     pareto: pd.DataFrame
     best: pd.DataFrame
     curve: pd.DataFrame  # hypervolume after each trial
+    hv_reference: tuple[float, float]  # the curve's reference point
     grids: list[AllocationGrid]  # the Pareto points' layer × type allocations
 
 
@@ -35,12 +36,14 @@ def collect(study: optuna.Study) -> StudyViews:
     setup = study_setup(study)
     trials = trials_frame(study)
     pareto = pareto_frame(study, trials)
+    reference = reference_point(chance_level(trials))
     return StudyViews(
         name=study.study_name,
         setup=setup,
         trials=trials,
         pareto=pareto,
         best=best_per_method(study, trials),
-        curve=hypervolume_curve(trials),
+        curve=hypervolume_curve(trials, reference),
+        hv_reference=reference,
         grids=front_allocations(study, pareto),
     )

@@ -13,7 +13,6 @@ import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.ticker import MaxNLocator
 
-from autopeft.report.hypervolume import REFERENCE_NOTE
 from autopeft.report.style import FRONT_COLOUR, NOTE_COLOUR, PLOTLY_TEMPLATE, png_figure, save_png
 
 TITLE = "Search progress: hypervolume after each trial"
@@ -22,8 +21,8 @@ Y_LABEL = "hypervolume (higher is better, at most 1)"
 NO_TRIALS_NOTE = "no trials yet"
 
 
-def hypervolume_figure(curve: pd.DataFrame) -> go.Figure:
-    """The step curve of `hypervolume_curve`, with the reference point stated on the figure."""
+def hypervolume_figure(curve: pd.DataFrame, note: str) -> go.Figure:
+    """The step curve of `hypervolume_curve`, with its reference point (`note`) on the figure."""
     fig = go.Figure(
         go.Scatter(
             x=curve["trial"],
@@ -37,7 +36,7 @@ def hypervolume_figure(curve: pd.DataFrame) -> go.Figure:
     )
     fig.add_annotation(
         x=0, xref="paper", y=1, yref="paper", xanchor="left", yanchor="bottom",
-        text=REFERENCE_NOTE, showarrow=False, font={"color": NOTE_COLOUR},
+        text=note, showarrow=False, font={"color": NOTE_COLOUR},
     )
     if curve.empty:
         fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", text=NO_TRIALS_NOTE,
@@ -52,7 +51,7 @@ def hypervolume_figure(curve: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def write_hypervolume_png(curve: pd.DataFrame, path: Path) -> None:
+def write_hypervolume_png(curve: pd.DataFrame, note: str, path: Path) -> None:
     """The same curve as a static image."""
     fig = png_figure(height=4.5)
     ax = fig.add_subplot()
@@ -66,7 +65,7 @@ def write_hypervolume_png(curve: pd.DataFrame, path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(X_LABEL)
     ax.set_ylabel(Y_LABEL)
-    ax.set_title(f"{TITLE}\n{REFERENCE_NOTE}", fontsize=11)
+    ax.set_title(f"{TITLE}\n{note}", fontsize=11)
     ax.grid(True, alpha=0.25)
     save_png(fig, path)
 

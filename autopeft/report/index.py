@@ -10,7 +10,7 @@ from autopeft.report import page, views
 from autopeft.report.collect import StudyViews
 from autopeft.report.files import INDEX_HTML, REPORT_FILES, SUMMARY_MD
 from autopeft.report.heatmaps import NO_ALLOCATION_NOTE, allocation_figure
-from autopeft.report.hypervolume import REFERENCE_NOTE
+from autopeft.report.hypervolume import reference_note
 from autopeft.report.hypervolume_plot import hypervolume_figure
 from autopeft.report.plots import pareto_figure
 
@@ -65,11 +65,12 @@ def _pareto(data: StudyViews) -> str:
 
 def _progress(data: StudyViews) -> str:
     final = float(data.curve["hypervolume"].iloc[-1]) if not data.curve.empty else 0.0
+    note = reference_note(data.hv_reference)
     return "\n".join([
-        page.paragraph(f"The {REFERENCE_NOTE}, over the completed trials within the budget so "
+        page.paragraph(f"The {note}, over the completed trials within the budget so "
                        f"far; now {final:.4f}. A flat tail means more trials are unlikely to "
                        "improve the front."),
-        page.figure(hypervolume_figure(data.curve), PROGRESS_DIV),
+        page.figure(hypervolume_figure(data.curve, note), PROGRESS_DIV),
     ])
 
 

@@ -19,7 +19,14 @@ from autopeft.report.style import (
     png_figure,
     save_png,
 )
-from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, STATE_COMPLETE, row_knobs
+from autopeft.report.tables import (
+    DEV_SCORE,
+    DEV_SEEDS,
+    DEV_STD,
+    STATE_COMPLETE,
+    chance_level,
+    row_knobs,
+)
 from autopeft.study import StudySetup
 
 NO_TRIALS_NOTE = "no completed trials yet"
@@ -34,12 +41,6 @@ def write_pareto_html(
 
 
 CHANCE_LABEL = "chance (a constant prediction)"
-
-
-def chance_level(trials: pd.DataFrame) -> float | None:
-    """The study's chance score (what learning nothing scores), if its trials recorded it."""
-    known = trials["chance_score"].dropna() if "chance_score" in trials else pd.Series()
-    return float(known.max()) if len(known) else None
 
 
 def pareto_figure(trials: pd.DataFrame, pareto: pd.DataFrame, setup: StudySetup) -> go.Figure:

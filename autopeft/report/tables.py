@@ -53,11 +53,12 @@ DEV_SCORE = f"{DEV_PREFIX}{SCORE_KEY}"
 DEV_STD = f"{DEV_SCORE}_std"  # sample std over the retrained seeds (NaN under two seeds)
 DEV_SEEDS = f"{DEV_PREFIX}seeds"  # K retrained seeds; 0: the trial artifact was evaluated
 DEV_SEED_SCORES = f"{DEV_PREFIX}seed_scores"  # "0.8012;0.8123": each seed's score, in order
+CHANCE_SCORE = ATTR_CHANCE  # what always answering one label scores on the selection split
 
 # Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
 _INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
 _LEAD_COLUMNS = ["trial", "state", "method", "stored_params", "stored_bytes", "head_params",
-                 "budget_used", "score", "chance_score"]
+                 "budget_used", "score", CHANCE_SCORE]
 _TAIL_COLUMNS = ["train_seconds", "eval_seconds", "trial_seconds", "epochs", "error",
                  "reused_from"]
 
@@ -67,6 +68,12 @@ def trial_state(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_STATUS) == STATUS_INFEASIBLE:
         return STATE_INFEASIBLE
     return trial.state.name
+
+
+def chance_level(trials: pd.DataFrame) -> float | None:
+    """The study's chance score (what learning nothing scores), if its trials recorded it."""
+    known = trials[CHANCE_SCORE].dropna() if CHANCE_SCORE in trials else pd.Series()
+    return float(known.max()) if len(known) else None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -187,7 +194,7 @@ def _trial_row(trial: FrozenTrial, budget: int, metrics: list[str]) -> dict[str,
         "budget_used": float("nan") if stored is None or budget <= 0 else stored / budget,
         "score": _number(score),
         # what always answering one label scores: a trial at or below it learned nothing
-        "chance_score": _number(attrs.get(ATTR_CHANCE)),
+        CHANCE_SCORE: _number(attrs.get(ATTR_CHANCE)),
         "train_seconds": _number(attrs.get(ATTR_TRAIN_SECONDS)),
         "eval_seconds": _number(attrs.get(ATTR_EVAL_SECONDS)),
         "trial_seconds": _number(attrs.get(ATTR_TRIAL_SECONDS)),
@@ -224,7 +231,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _is_float_column(column: str) -> bool:
     return (
-        column in ("budget_used", "score", "chance_score")
+        column in ("budget_used", "score", CHANCE_SCORE)
         or column.endswith("_seconds")
         or column.startswith(SELECTION_PREFIX)
     )
