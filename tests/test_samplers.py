@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from autopeft import study as records
-from autopeft.engine.samplers import SAMPLERS, check_sampler, make_sampler
+from autopeft.engine.samplers import NSGA2_POPULATION, SAMPLERS, check_sampler, make_sampler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
 from autopeft.models import resolve_model
@@ -121,6 +121,19 @@ def test_gp_resumes_a_study_whose_older_trials_lack_the_chance_constraint():
     with pytest.raises(ValueError, match="number of constraints"):
         study.sampler = optuna.samplers.GPSampler(seed=0)
         study.ask({"x": x})
+
+
+def test_nsga2_breeds_within_a_short_search():
+    """With Optuna's default population (50) every trial of a 24-trial search would be a
+    random draw of generation 0: the population must be small enough to breed twice."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=make_sampler("nsga2", 0))
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)),
+                   n_trials=24)
+    generations = [t.system_attrs["NSGAIISampler:generation"] for t in study.trials]
+    assert generations == sorted(generations)
+    assert max(generations) >= 2
+    assert generations.count(0) == NSGA2_POPULATION >= 4  # enough parents for crossover
 
 
 def test_unknown_sampler_lists_the_choices():
