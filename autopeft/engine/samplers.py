@@ -39,14 +39,19 @@ def _tpe(seed: int) -> BaseSampler:
                                           group=True, constant_liar=True)
 
 
-# Optuna's default population of 50 makes NSGA-II's first 50 trials random draws, so a search
-# of tens of trials would be random search under another name. With 8, a 24-trial search
-# breeds two generations from its parents' front, and crossover still has parents to choose.
+# Two Optuna defaults would make NSGA-II random search under another name here:
+# - a population of 50: the first 50 trials are random draws, and searches are tens of trials;
+#   with 8, a 24-trial search breeds two generations and crossover still has parents to choose;
+# - mutation probability 1/len(params): across methods the only parameter every trial shares
+#   is the method (knobs are define-by-run, drawn at random), so that is 1 and every child's
+#   method is redrawn; at 0.1 children mostly inherit their parents' method.
 NSGA2_POPULATION = 8
+NSGA2_MUTATION_PROB = 0.1
 
 
 def _nsga2(seed: int) -> BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION,
+                                         mutation_prob=NSGA2_MUTATION_PROB)
 
 
 def _gp(seed: int) -> BaseSampler:
