@@ -138,28 +138,6 @@ def test_nsga2_breeds_within_a_short_search():
     assert generations.count(0) == NSGA2_POPULATION >= 4  # enough parents for crossover
 
 
-def test_nsga2_children_inherit_a_good_method(sizer):
-    """Across methods the method is the only parameter all trials share; with Optuna's default
-    mutation probability (1 / that count = 1) every child's method would be redrawn at random.
-    Here adapters and FISH learn nothing (they score chance): children of parents that did
-    learn must propose them far less often than random search does."""
-    space = load_space().restrict(["lora", "bitfit", "adapter_houlsby", "fish"])
-
-    def score(candidate: dict) -> float:
-        return {"lora": 0.9, "bitfit": 0.6}.get(candidate["method"], 0.5)
-
-    def at_chance(sampler: str) -> int:
-        return sum(c["method"] in ("adapter_houlsby", "fish")
-                   for seed in (0, 1, 2)
-                   # generations 3 and 4 (of 8 trials each)
-                   for c in _proposals(sampler, seed, sizer, space, score, chance=0.5,
-                                       count=5 * NSGA2_POPULATION,
-                                       budget=10_000)[3 * NSGA2_POPULATION:])
-
-    bred, drawn = at_chance("nsga2"), at_chance("random")
-    assert bred < drawn * 0.5, (bred, drawn)
-
-
 def test_unknown_sampler_lists_the_choices():
     with pytest.raises(AutoPeftError, match=r"unknown sampler 'cmaes'; choose: tpe, nsga2, gp, "
                                             r"random, qnehvi$"):

@@ -39,19 +39,18 @@ def _tpe(seed: int) -> BaseSampler:
                                           group=True, constant_liar=True)
 
 
-# Two Optuna defaults would make NSGA-II random search under another name here:
-# - a population of 50: the first 50 trials are random draws, and searches are tens of trials;
-#   with 8, a 24-trial search breeds two generations and crossover still has parents to choose;
-# - mutation probability 1/len(params): across methods the only parameter every trial shares
-#   is the method (knobs are define-by-run, drawn at random), so that is 1 and every child's
-#   method is redrawn; at 0.1 children mostly inherit their parents' method.
+# Optuna's default population of 50 makes NSGA-II's first 50 trials random draws, and searches
+# here are tens of trials: with 8, a 24-trial search breeds two generations. Across methods the
+# only parameter every trial shares is the method (knobs are define-by-run, drawn at random),
+# and Optuna's mutation probability, 1/len(params) = 1, redraws it: there NSGA-II matches random
+# search exactly (benchmarks/search_quality.py). Letting children inherit the method (mutation
+# probability 0.1) measured worse, 0.86x random's hypervolume: it settles on a method too early.
+# It does evolve the knobs of a single-method space (--methods lora).
 NSGA2_POPULATION = 8
-NSGA2_MUTATION_PROB = 0.1
 
 
 def _nsga2(seed: int) -> BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION,
-                                         mutation_prob=NSGA2_MUTATION_PROB)
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
 
 
 def _gp(seed: int) -> BaseSampler:
