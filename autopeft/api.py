@@ -47,7 +47,7 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     settings = engine_settings(request, request.trials)
     outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
                          prepared.inputs.search_data, prepared.context, settings,
-                         prepared.study_dir / "ray")
+                         prepared.study_dir / "ray", console)
     return finish_study(prepared, console, outcome.infeasible, outcome.wall_seconds, settings)
 
 

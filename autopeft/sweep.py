@@ -104,7 +104,7 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     settings = engine_settings(request, sum(max(0, m.remaining) for m in members))
     data = {_data_key(p): p.inputs.search_data for p in prepared}
     outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray",
-                               sharing.share)
+                               sharing.share, console)
     _final_numbers(request, prepared, sharing, console, settings)
     results = [report_study(p, outcome.infeasible.get(p.name, 0)) for p in prepared]
     report_dir = build_sweep_report(name, request.studies_dir, request.reports_dir,

@@ -24,11 +24,14 @@ class SearchProgress(Callback):
         self.last: dict[str, dict] = {}
 
     def __getstate__(self) -> dict:
-        # Ray pickles callbacks with the experiment; a Console holds locks and a live stream.
-        return {k: v for k, v in self.__dict__.items() if k != "console"}
+        # Ray pickles callbacks with the experiment; a Console holds locks and a live stream,
+        # so the copy gets a fresh one that stays as quiet as the caller's.
+        state = {k: v for k, v in self.__dict__.items() if k != "console"}
+        return {**state, "quiet": self.console.quiet}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, console=Console(stderr=True, soft_wrap=True))
+        quiet = state.pop("quiet", False)
+        self.__dict__.update(state, console=Console(stderr=True, soft_wrap=True, quiet=quiet))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)

@@ -17,6 +17,7 @@ import optuna
 import ray
 from ray import tune
 from ray.tune import Callback
+from rich.console import Console
 
 from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress
@@ -61,8 +62,10 @@ def run_trials(
     context: TrialContext,
     settings: EngineSettings,
     ray_dir: Path,
+    console: Console | None = None,
 ) -> EngineOutcome:
-    """Add `settings.trials` trained trials to `study` (over-budget proposals not counted)."""
+    """Add `settings.trials` trained trials to `study` (over-budget proposals not counted);
+    progress goes to `console` (stderr by default)."""
     started = time.perf_counter()
     check_scheduler(settings.scheduler, settings.reduction_factor, settings.grace_epochs,
                     context.epochs)
@@ -76,7 +79,7 @@ def run_trials(
                                      context=with_threads(context, cpus))
     keeper = f"the study '{study.study_name}'"
     launched = fit(trainable, searcher, settings, settings.trials, context.epochs, (cpus, gpus),
-                   ray_dir, keeper)
+                   ray_dir, keeper, console)
     if launched < settings.trials and not searcher.exhausted:
         raise SearchInterrupted(
             f"search stopped after {launched} of {settings.trials} trials; {keeper} keeps every "
@@ -94,7 +97,8 @@ def prepare_cluster(settings: EngineSettings) -> tuple[EngineSettings, float, fl
 
 
 def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
-        resources: tuple[float, float], ray_dir: Path, keeper: str) -> int:
+        resources: tuple[float, float], ray_dir: Path, keeper: str,
+        console: Console | None = None) -> int:
     """Run up to `total` trials of `searcher`'s proposals on Ray; how many finished.
 
     `searcher` is a BudgetedOptunaSearch or anything with its `fail_unfinished` and
@@ -103,7 +107,7 @@ def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
     finished trials, e.g. "the study 'x'").
     """
     cpus, gpus = resources
-    progress = SearchProgress(total, settings.concurrency)
+    progress = SearchProgress(total, settings.concurrency, console)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
         tune_config=tune.TuneConfig(

@@ -24,6 +24,7 @@ import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import Searcher
+from rich.console import Console
 
 from autopeft.engine.runner import EngineSettings, fit, prepare_cluster, with_threads
 from autopeft.engine.samplers import make_sampler
@@ -140,7 +141,8 @@ def _has_enqueued(study: optuna.Study) -> bool:
 
 def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
                      settings: EngineSettings, ray_dir: Path,
-                     share: ShareHook | None = None) -> SweepOutcome:
+                     share: ShareHook | None = None,
+                     console: Console | None = None) -> SweepOutcome:
     """Run every member's remaining trials in one Tune experiment (see the module docstring)."""
     started = time.perf_counter()
     for member in members:
@@ -164,7 +166,7 @@ def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
     trainable = tune.with_parameters(train_sweep_candidate, data_refs=data_refs, routes=routes)
     searcher = SweepSearcher(members, share)
     launched = fit(trainable, searcher, settings, total, max(m.context.epochs for m in members),
-                   (cpus, gpus), ray_dir, "every study of the sweep")
+                   (cpus, gpus), ray_dir, "every study of the sweep", console)
     short = [m.name for m in members if m.remaining > 0 and not m.exhausted]
     if launched < total and short:
         raise SearchInterrupted(
