@@ -12,8 +12,8 @@ Suites:
   tiny   - synthetic keyword tasks (MRPC layout, sentence pairs built from MRPC's vocabulary,
            label = a keyword occurs) of graded difficulty, on a tiny random BERT; several seeds.
   minilm - MiniLM on MRPC at reduced fidelity (few epochs). Meant for a GPU: on a 2-core CPU
-           a trial on 2,000 examples x 3 epochs takes 3.4 min and stays below chance (LoRA r=8
-           at lr 2e-3 scored 0.7175, chance 0.7411), so every front is empty. On one GPU:
+           a trial on 2,000 examples x 3 epochs takes 3.4 min and candidates sit near chance
+           (0.7411; LoRA r=8 at lr 2e-3 scored 0.7175, a Houlsby adapter 0.7575). On one GPU:
            --suite minilm --trials 24 --seeds 0 --samplers tpe random --epochs 3
            --concurrency 4 --gpus-per-trial 0.25
 
