@@ -16,7 +16,7 @@ from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
 from autopeft.models import resolve_model
 from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace, load_space
+from autopeft.space import load_space
 
 SPACE = """
 methods:
@@ -36,27 +36,27 @@ def sizer(tiny_bert):
     return Sizer(resolve_model(str(tiny_bert)), num_labels=2)
 
 
-def _fake_score(candidate: dict) -> float:
-    knobs = candidate["knobs"]
+def _fake_score(knobs: dict) -> float:
     return 0.5 + 0.01 * knobs["r"] - abs(knobs["learning_rate"] - 3e-3)
 
 
-def _proposals(sampler_name: str, seed: int, sizer: Sizer, space: SearchSpace,
+def _proposals(sampler_name: str, seed: int, sizer: Sizer, space_file,
                score: Callable[[dict], float] = _fake_score, chance: float | None = None,
-               count: int = PROPOSALS, budget: int | None = None) -> list[dict]:
+               count: int = PROPOSALS) -> list[dict]:
     """Run a searcher with a fake, deterministic score so model-based samplers fit models."""
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
-    budget = budget or sizer.measure("lora", {"r": 4, "targets": "all"}).stored_params
-    search = BudgetedOptunaSearch(space, sizer, budget, "s", storage,
+    budget = sizer.measure("lora", {"r": 4, "targets": "all"}).stored_params
+    search = BudgetedOptunaSearch(load_space(space_file), sizer, budget, "s", storage,
                                   make_sampler(sampler_name, seed))
     search.set_search_properties(None, None, {})
     proposals = []
     for i in range(count):
         candidate = search.suggest(f"t{i}")
-        stored = sizer.measure(candidate["method"], candidate["knobs"]).stored_params
+        knobs = candidate["knobs"]
+        stored = sizer.measure("lora", knobs).stored_params
         search.on_trial_complete(f"t{i}", {
-            "score": score(candidate), "stored_params": stored, "final": True, "epoch": 1,
+            "score": score(knobs), "stored_params": stored, "final": True, "epoch": 1,
             "training_iteration": 1, "artifact": "a", "stored_bytes": 4 * stored,
             "allocation": json.dumps({"by_layer": {}, "by_type": {}}),
             **({} if chance is None else {"chance_score": chance}),
@@ -82,8 +82,8 @@ def test_seeded_sampler_repeats_exactly(name, sizer, tmp_path, monkeypatch):
         monkeypatch.setattr(bo, "optimize_acqf", quick)
     space_file = tmp_path / "space.yaml"
     space_file.write_text(SPACE)
-    first = _proposals(name, 7, sizer, load_space(space_file))
-    assert _proposals(name, 7, sizer, load_space(space_file)) == first
+    first = _proposals(name, 7, sizer, space_file)
+    assert _proposals(name, 7, sizer, space_file) == first
     assert len({json.dumps(p, sort_keys=True) for p in first}) > 1  # it does explore
 
 
@@ -93,17 +93,15 @@ def test_tpe_stops_chasing_cheap_trials_that_learned_nothing(sizer, tmp_path):
     space_file = tmp_path / "space.yaml"
     space_file.write_text(SPACE)
 
-    def score(candidate: dict) -> float:
-        knobs = candidate["knobs"]
+    def score(knobs: dict) -> float:
         learned = 0.02 * knobs["r"] - 10 * abs(knobs["learning_rate"] - 3e-3)
         return 0.6 + max(0.0, learned) if knobs["r"] > 1 else 0.6
 
     def at_chance(chance: float | None) -> int:
-        space = load_space(space_file)
-        return sum(score(c) <= 0.6
+        return sum(score(c["knobs"]) <= 0.6
                    for seed in (0, 1, 2)
                    # the 19 after TPE's 5 start-up trials (rejected ones are listed after them)
-                   for c in _proposals("tpe", seed, sizer, space, score, chance, 24)[5:24])
+                   for c in _proposals("tpe", seed, sizer, space_file, score, chance, 24)[5:24])
 
     told, untold = at_chance(0.6), at_chance(None)
     assert told < untold * 0.75, (told, untold)
