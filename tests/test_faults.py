@@ -258,6 +258,9 @@ def two_nodes(monkeypatch):
 
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
     monkeypatch.setenv("RAY_TMPDIR", temp)
+    # the nodes' workers inherit this: the first two trials wait for each other, so both
+    # nodes get one (else Ray may run every trial in the head's actor, one after another)
+    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
     fast_failure_detection = {"health_check_initial_delay_ms": 0,
                               "health_check_period_ms": 500,
                               "health_check_failure_threshold": 3}
@@ -281,10 +284,7 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     env = {"RAY_TMPDIR": os.environ["RAY_TMPDIR"]}
     args = _args(tiny_bert, mrpc_dir, "nodes", 2, "--address", cluster.address,
                  "--concurrency", "2")
-    # trials of a few seconds: on a busy machine Ray may otherwise finish the first before it
-    # launches the second, which then reuses the first's actor on the head node
-    both = Search([*args, "--epochs", "3", "--max-train-samples", "200"], tmp_path, "both",
-                  **env)
+    both = Search(args, tmp_path, "both", **env)
     assert both.wait() == 0, both.stderr[-3000:]
     trials = _assert_whole_study(tmp_path, "nodes")
     ran_on = {t.user_attrs[records.ATTR_WORKER]["node"] for t in trials}
@@ -308,3 +308,25 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     assert retried, lost.stderr[-3000:]
     assert all(t.user_attrs[records.ATTR_WORKER]["node"] == head_id for t in retried)
     assert "its worker was lost" in lost.stderr
+
+
+# --- the `meet` barrier the two-node tests rely on -------------------------------------------
+_MEET = ("import time; from autopeft.train import faults; "
+         "faults.inject('built', 0); print(time.monotonic())")
+
+
+def test_meet_holds_each_process_until_a_second_one_checks_in(tmp_path):
+    env = {**os.environ, FAULT_ENV: f"meet:*:{tmp_path / 'meet'}"}
+    first = subprocess.Popen([sys.executable, "-c", _MEET], env=env, stdout=subprocess.PIPE,
+                             text=True)
+    while not (tmp_path / "meet").is_dir() or not any((tmp_path / "meet").iterdir()):
+        time.sleep(0.05)  # the first process has checked in ...
+    time.sleep(1.0)
+    assert first.poll() is None  # ... and still waits, alone
+    arrived = time.monotonic()
+    second = subprocess.run([sys.executable, "-c", _MEET], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    released = float(first.communicate(timeout=60)[0])
+    assert released >= arrived  # let go only once the second one came
+    assert float(second.stdout) >= arrived
+    assert len(list((tmp_path / "meet").iterdir())) == 2

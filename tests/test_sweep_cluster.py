@@ -3,8 +3,9 @@
 The real `autopeft sweep` runs in a subprocess with `--address`, against a head and a worker
 node (1 CPU each) started here on this machine with `ray.cluster_utils.Cluster`, in a private
 Ray temp dir (see `two_nodes` in test_faults.py for why neither `ray stop` nor the default
-temp dir is used). Two tasks (MRPC and its shuffled-label control) x two budgets on the tiny
-BERT and a 64-pair slice of MRPC, with cheap methods only.
+temp dir is used); its workers make the first two trials wait for each other (`meet` in
+autopeft/train/faults.py). Two tasks (MRPC and its shuffled-label control) x two budgets on
+the tiny BERT and a 64-pair slice of MRPC, with cheap methods only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from autopeft import study as records
 from autopeft.report.sweep import WINNERS_CSV
 from autopeft.sweep import read_manifest
+from autopeft.train.faults import ENV as FAULT_ENV
 
 SWEEP_TIMEOUT_S = 300
 TRIALS = 2  # per study
@@ -42,6 +44,9 @@ def two_nodes(monkeypatch):
 
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a limit
     monkeypatch.setenv("RAY_TMPDIR", temp)
+    # the nodes' workers inherit this: the first two trials wait for each other, so both
+    # nodes get one (else Ray may run every trial in the head's actor, one after another)
+    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
     try:
