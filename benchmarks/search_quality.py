@@ -30,6 +30,7 @@ follows it trial by trial until it reaches random's final hypervolume (or runs o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from autopeft.report.tables import chance_level  # noqa: E402
 from autopeft.testing import build_tiny_bert, keyword_task  # noqa: E402
 
 MRPC = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,12 @@ def main() -> None:
     parser.add_argument("--grace-epochs", type=int, default=1, help="MO-ASHA's first rung")
     parser.add_argument("--no-scheduler", action="store_true",
                         help="skip the MO-ASHA settings")
+    parser.add_argument("--model", default=MINILM,
+                        help="minilm suite: the model (a name or a local folder)")
+    parser.add_argument("--data-dir", type=Path, default=MRPC,
+                        help="MRPC in GLUE layout (the tiny suite takes its vocabulary from it)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write every finished run's outcome here, rewritten after each run")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the studies and reports here (default: a temporary folder)")
     args = parser.parse_args()
@@ -133,18 +141,20 @@ def main() -> None:
         work = args.keep or Path(tmp)
         if args.suite == "tiny":
             model = str(build_tiny_bert(work / "tiny-bert"))
-            tasks = {f"keywords={k},noise={n}": keyword_task(work / f"task-{k}-{n}",
-                                                              MRPC / "train.tsv", k, n, 7,
-                                                              args.train_size)
+            vocabulary = args.data_dir / "train.tsv"
+            tasks = {f"keywords={k},noise={n}": keyword_task(work / f"task-{k}-{n}", vocabulary,
+                                                              k, n, 7, args.train_size)
                      for k, n in ((1, 0.0), (3, 0.1))}
         else:
-            model, tasks = "sentence-transformers/all-MiniLM-L6-v2", {"mrpc": MRPC}
+            model, tasks = args.model, {"mrpc": args.data_dir}
         for task, data_dir in tasks.items():
             for seed in args.seeds:
                 for setting in settings:
                     outcome = run(setting, model, data_dir, work / task, seed, args)
                     results.setdefault(setting.label, []).append((outcome, {"task": task,
                                                                             "seed": seed}))
+                    if args.json:  # a run cut short still leaves the finished ones
+                        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
                     print(f"{task} seed {seed} {setting.label}: hv {outcome['hv']:.4f} "
                           f"compute {outcome['compute_at_equal_trials']:.0f} epochs "
                           f"({outcome['seconds']:.0f}s)", flush=True)
