@@ -74,6 +74,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
     )
     result = search(request, console=Console(quiet=True))
     trials = pd.read_csv(result.report_dir / "trials.csv")
+    failed = trials[trials.state == "FAIL"]
     trials = trials[trials.state.isin(["COMPLETE", "PRUNED"])].sort_values("trial")
     compute = trials.epochs.cumsum().tolist()
     seconds = float((trials.train_seconds + trials.eval_seconds).iloc[:args.trials].sum())
@@ -88,6 +89,7 @@ def run(setting: Setting, model: str, data_dir: Path, work: Path, seed: int, arg
     curve = [hypervolume(finished(i + 1), at_chance) for i in range(len(points))]
     n = min(args.trials, len(points))
     return {"hv": curve[n - 1] if curve else 0.0, "curve": curve, "compute": compute,
+            "failed": failed[["trial", "method", "error"]].astype(str).to_dict("records"),
             "hv_unit": hypervolume(finished(n), REFERENCE),
             "seconds": seconds, "compute_at_equal_trials": compute[n - 1] if compute else 0}
 
@@ -120,8 +122,10 @@ def main() -> None:
     parser.add_argument("--scheduler-trials", type=int, default=None,
                         help="trials of a scheduler setting (default: 2x --trials)")
     parser.add_argument("--grace-epochs", type=int, default=1, help="MO-ASHA's first rung")
-    parser.add_argument("--no-scheduler", action="store_true",
-                        help="skip the MO-ASHA settings")
+    parser.add_argument("--schedulers", nargs="+", choices=("none", "mo-asha"),
+                        default=["none", "mo-asha"],
+                        help="settings to run: without a scheduler (every sampler), with MO-ASHA "
+                             "(tpe and random only)")
     parser.add_argument("--model", default=MINILM,
                         help="minilm suite: the model (a name or a local folder)")
     parser.add_argument("--data-dir", type=Path, default=MRPC,
@@ -132,8 +136,8 @@ def main() -> None:
                         help="keep the studies and reports here (default: a temporary folder)")
     args = parser.parse_args()
     args.scheduler_trials = args.scheduler_trials or 2 * args.trials
-    settings = [Setting(s, "none") for s in args.samplers]
-    if not args.no_scheduler:
+    settings = [Setting(s, "none") for s in args.samplers if "none" in args.schedulers]
+    if "mo-asha" in args.schedulers:
         settings += [Setting(s, "mo-asha") for s in ("tpe", "random") if s in args.samplers]
 
     results: dict[str, list[tuple[dict, dict]]] = {}
@@ -157,8 +161,15 @@ def main() -> None:
                         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
                     print(f"{task} seed {seed} {setting.label}: hv {outcome['hv']:.4f} "
                           f"compute {outcome['compute_at_equal_trials']:.0f} epochs "
-                          f"({outcome['seconds']:.0f}s)", flush=True)
+                          f"({outcome['seconds']:.0f}s), {len(outcome['failed'])} failed",
+                          flush=True)
+                    for failure in outcome["failed"]:
+                        print(f"  failed trial {failure['trial']} {failure['method']}: "
+                              f"{failure['error']}", flush=True)
 
+    if "random" not in results:
+        print("no random-search setting ran: no ratios to print")
+        return
     random_runs = results["random"]
     print(f"\nsearch quality ({args.suite} suite, {args.trials} trials, seeds {args.seeds}, "
           f"budget {args.budget}; hypervolume of (1 - score, stored/budget), reference "
