@@ -173,7 +173,10 @@ def _journal(path: Path) -> JournalStorage:
     if path.exists():
         check_journal(path)
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        # Absolute: Optuna's lock is a symlink to this path, resolved from the link's folder; a
+        # relative target dangles, and a lock left by a killed process is then never released
+        # (its 30 s grace period reads the target's mtime), so a resume would wait forever.
+        return JournalStorage(JournalFileBackend(str(path.resolve())))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise _not_a_journal(path, f"it does not replay: {type(exc).__name__}: {exc}") from None
 

@@ -225,6 +225,31 @@ def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_tria
     assert f"study 'resume' ({len(trials) - asked} finished trials so far)" in third.stderr
 
 
+# --- a journal lock held by a process that was killed -----------------------------------------
+# The holder takes the storage's own lock (Optuna's symlink lock, JournalFileBackend._lock) and
+# SIGKILLs itself, as a driver killed in the middle of a write would. Relative study paths, as
+# with the default `--studies-dir studies`.
+_HOLD_AND_DIE = ("import os, signal; from pathlib import Path; from autopeft import study; "
+                 "study.make_storage(None, Path('studies/locked'))._backend._lock.acquire(); "
+                 "os.kill(os.getpid(), signal.SIGKILL)")
+_OPEN = ("from pathlib import Path; import optuna; from autopeft import study; "
+         "optuna.create_study(study_name='locked', "
+         "storage=study.make_storage(None, Path('studies/locked'))).add_trial("
+         "optuna.trial.create_trial(value=1.0)); print('written')")
+
+
+def test_a_lock_left_by_a_killed_process_is_released_after_optunas_grace_period(tmp_path):
+    died = subprocess.run([sys.executable, "-c", _HOLD_AND_DIE], cwd=tmp_path, timeout=60)
+    assert died.returncode == -signal.SIGKILL
+    assert (tmp_path / "studies" / "locked" / "optuna.journal.lock").is_symlink()  # left behind
+    started = time.monotonic()
+    opened = subprocess.run([sys.executable, "-c", _OPEN], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)  # Optuna's grace period is 30 s
+    assert opened.stdout.strip() == "written", opened.stderr[-2000:]
+    assert time.monotonic() - started < 90
+    assert "Forcibly releasing the lock file" in opened.stderr
+
+
 # --- two searches appending to one study at once --------------------------------------------
 def test_two_searches_append_to_one_study_at_once(tmp_path, tiny_bert, mrpc_dir):
     asked = 3
