@@ -1,12 +1,14 @@
 """Which methods and candidates can fit a budget on a model, measured before any training.
 
 A search drops methods whose smallest candidate is over the budget (saying why), and tries every
-kept method once at its defaults so no family is left unexplored by a sampler's early luck.
+kept method once at its defaults so no family is left unexplored by a sampler's early luck:
+families take turns, so a search shorter than the method list still tries each family.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
@@ -15,6 +17,7 @@ from optuna.trial import TrialState
 from autopeft import study as records
 from autopeft.errors import AutoPeftError, MethodNotApplicable
 from autopeft.methods import get_method_class
+from autopeft.methods.registry import METHOD_FAMILIES
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, param_name
 
@@ -51,6 +54,19 @@ def stored_or_none(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | No
         return sizer.measure(method, knobs).stored_params
     except MethodNotApplicable:
         return None
+
+
+def families_in_turn(methods: Iterable[str]) -> list[str]:
+    """`methods` reordered so that families take turns, each family's own order kept.
+
+    The default space lists ~21 methods, and the default search is 12 trials: in list order
+    they would all go to the LoRA and sparse families, never reaching adapters or prompts.
+    """
+    by_family: dict[str, list[str]] = {}
+    for method in methods:
+        by_family.setdefault(METHOD_FAMILIES[method], []).append(method)
+    rounds = itertools.zip_longest(*by_family.values())
+    return [method for turn in rounds for method in turn if method is not None]
 
 
 def feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
@@ -93,7 +109,7 @@ def enqueue_uncovered_methods(study: optuna.Study, space: SearchSpace, sizer: Si
     covered |= {t.system_attrs.get("fixed_params", {}).get("method")
                 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
     space = space.for_budget(sizer, budget)  # knobs fit to the budget are derived from it
-    for method in space.methods:
+    for method in families_in_turn(space.methods):
         if method in covered or method in skip:
             continue
         params = space.default_params(method)

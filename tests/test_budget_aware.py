@@ -11,6 +11,7 @@ from autopeft import study as records
 from autopeft.api import methods_overview
 from autopeft.budget import parse_budget
 from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.methods.registry import METHOD_FAMILIES
 from autopeft.models import resolve_model
 from autopeft.sizing import Sizer
 from autopeft.space import FRACTION, candidate_from_params, load_space
@@ -122,6 +123,23 @@ def test_coverage_trials_are_feasible_and_at_defaults_where_they_fit(sizers):
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert set(seen) == set(space.methods)
     assert seen["lora"]["r"] == 8 and seen["lora"]["targets"] == "qv"  # the declared defaults
+
+
+def test_a_default_search_shorter_than_the_method_list_tries_every_family(sizers):
+    sizer = sizers["bert"]
+    space, budget = bound_default_space(sizer, "0.5%")
+    families = {METHOD_FAMILIES[m] for m in space.methods}
+    assert len(space.methods) > 12 > len(families)  # the default search's 12 trials
+    study = optuna.create_study(directions=list(records.DIRECTIONS))
+    enqueue_uncovered_methods(study, space, sizer, budget)
+    first = []
+    for _ in range(12):
+        trial = study.ask()
+        first.append(space(trial)["method"])
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert {METHOD_FAMILIES[m] for m in first[:len(families)]} == families
+    assert len(set(first)) == 12
+    assert first[:3] == ["bitfit", "lora", "fish"]  # each family's first in the file's order
 
 
 def test_unbound_space_says_to_bind():
