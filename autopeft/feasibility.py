@@ -59,7 +59,7 @@ def stored_or_none(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | No
 def families_in_turn(methods: Iterable[str]) -> list[str]:
     """`methods` reordered so that families take turns, each family's own order kept.
 
-    The default space lists ~21 methods, and the default search is 12 trials: in list order
+    The default space lists 22 methods, and the default search is 12 trials: in list order
     they would all go to the LoRA and sparse families, never reaching adapters or prompts.
     """
     by_family: dict[str, list[str]] = {}
