@@ -211,8 +211,11 @@ class Method(ABC):
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         """Called after optimizer step number `step` (1-based): reallocation, projections, phase
-        switches. Return True when the set of trainable tensors changed, so the loop builds a
-        fresh optimizer (no warmup) over `parameter_groups` for the remaining steps."""
+        switches. Return True when the set of trainable tensors changed: the loop then builds a
+        new AdamW over `parameter_groups` whose lr continues the run's schedule at this step;
+        tensors trainable before and after (the same objects) keep their AdamW state, new ones
+        start fresh. A method that activates entries inside tensors already being trained
+        (IncreLoRA's new rank components) returns False and warms them up itself."""
         return False
 
     # --- artifacts ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import get_linear_schedule_with_warmup
+from torch.optim.lr_scheduler import LambdaLR
 
 from autopeft.errors import TrainingDiverged
 from autopeft.methods.base import Method
@@ -78,8 +78,9 @@ def fit(
     loader = train_loader(train, tokenizer, settings.batch_size, settings.seed)
     total_steps = max(1, settings.epochs * len(loader))
     method.start(model, total_steps)
+    warmup_steps = math.ceil(settings.warmup_ratio * total_steps)
     optimizer, scheduler, trainable = build_optimizer(
-        model, method, settings, total_steps, math.ceil(settings.warmup_ratio * total_steps)
+        model, method, settings, total_steps, warmup_steps
     )
     history, step = [], 0
     for epoch in range(1, settings.epochs + 1):
@@ -102,9 +103,10 @@ def fit(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if method.after_step(model, step):  # new trainable tensors: fresh optimizer
+            if method.after_step(model, step):  # new trainable tensors: rebuild, same schedule
                 optimizer, scheduler, trainable = build_optimizer(
-                    model, method, settings, total_steps - step, warmup_steps=0
+                    model, method, settings, total_steps, warmup_steps, done=step,
+                    previous=optimizer,
                 )
             losses.append(value)
         train_seconds = time.perf_counter() - started
@@ -124,14 +126,48 @@ def fit(
     return history
 
 
-def build_optimizer(model, method: Method, settings: LoopSettings, steps: int, warmup_steps: int):
-    """AdamW over the method's parameter groups (a group may set its own lr), linear schedule."""
+def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The lr multiplier at a global step (transformers' linear warmup then decay to 0), as one
+    function of the step so that an optimizer rebuilt mid-run can resume it exactly."""
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return multiplier
+
+
+def build_optimizer(model, method: Method, settings: LoopSettings, steps: int, warmup_steps: int,
+                    done: int = 0, previous: torch.optim.Optimizer | None = None):
+    """AdamW over the method's parameter groups (a group may set its own lr) with the linear
+    schedule over `steps`, resumed after `done` steps.
+
+    A rebuild passes the old optimizer as `previous`: tensors trainable in both keep their AdamW
+    state, since a fresh one would restart bias correction (a first update of about ±lr on
+    every entry, whatever its gradient history).
+    """
     optimizer = torch.optim.AdamW(
         method.parameter_groups(model, settings.weight_decay), lr=settings.learning_rate
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, max(1, steps))
+    if previous is not None:
+        carry_state(previous, optimizer)
+    multiplier = linear_schedule(warmup_steps, max(1, steps))
+    # LambdaLR applies its lambda at 0 on construction: the lr is the schedule's at step `done`
+    scheduler = LambdaLR(optimizer, lambda step: multiplier(step + done))
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     return optimizer, scheduler, trainable
+
+
+def carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+    """Move per-parameter state to `new` for each of its parameters that `old` had (by tensor
+    identity, same shape); the others start fresh."""
+    for group in new.param_groups:
+        for param in group["params"]:
+            state = old.state.get(param)
+            if state and all(not torch.is_tensor(v) or v.ndim == 0 or v.shape == param.shape
+                             for v in state.values()):
+                new.state[param] = state
 
 
 def evaluate(

@@ -12,6 +12,12 @@ output is unchanged at that moment — until the total rank reaches the budget
 Ī ← β Ī + (1-β)|w·∇w|, Ū ← β Ū + (1-β)|(|w·∇w|) - Ī|, averaged as Ī·Ū over a matrix's active
 entries. The scaling is alpha / rank_budget throughout, so a new component rescales nothing.
 
+Warm-up of new components (the paper restarts warm-up for them): a component is a slice of
+tensors already in the optimizer, so it cannot have its own param group. Instead its update
+is scaled by j / NEW_RANK_WARMUP on its j-th step (snapshot before the optimizer step in
+`after_backward`, interpolation in `after_step`); AdamW's update is linear in the lr, weight
+decay included, so this is exactly an lr ramp from 0 to the schedule's value for that slice.
+
 Accounting: before training (the meta-model count the budget is charged with), `stored_params`
 is the most the final allocation can cost — every matrix at `init_r`, the rest of the budget on
 the matrices with the largest d_in + d_out, each up to `r_cap` — computed exactly from shapes.
@@ -33,6 +39,11 @@ from autopeft.methods.lora_family.dylora import ADAPTER, RankPrefixLora, lora_we
 
 BETA = 0.85  # AdaLoRA's smoothing of sensitivity and of its uncertainty
 GROW_UNTIL = 0.7  # with interval=0, the budget is reached by this fraction of training
+# Steps over which a new component's lr ramps up. Its Adam moments start at zero while the
+# tensor's step count (so its bias correction) is already advanced: unwarmed, its first update
+# would be ≈ (1-β1)/√(1-β2) ≈ 3× lr·sign(g). 10 ≈ 1/(1-β1), the time the first moment takes to
+# fill; short, so a new component trains at the full lr for most of the run.
+NEW_RANK_WARMUP = 10
 
 
 @dataclass
@@ -71,6 +82,8 @@ class IncreLora(RankPrefixLora):
         self._importance: dict[str, list[torch.Tensor]] = {}  # [Ī_A, Ū_A, Ī_B, Ū_B]
         self._interval, self._per_event = 0, 0  # growth schedule, set by `start`
         self._trained = False  # stored_params is the plan until training starts (or a load)
+        self._warming: dict[tuple[str, int], int] = {}  # (matrix, component) → steps warmed
+        self._before: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def allocated_rank(self) -> int:
         return self.config.r_cap
@@ -151,6 +164,10 @@ class IncreLora(RankPrefixLora):
                 weight_a.grad[k:] = 0
             if weight_b.grad is not None:
                 weight_b.grad[:, k:] = 0
+        layers = self.layers(model)
+        with torch.no_grad():  # warming components as they are before the optimizer step
+            self._before = {(name, k): tuple(w.clone() for w in _component(layers[name], k))
+                            for name, k in self._warming}
 
     @torch.no_grad()
     def _update_importance(self, model: nn.Module) -> None:
@@ -179,9 +196,24 @@ class IncreLora(RankPrefixLora):
 
     def after_step(self, model: nn.Module, step: int) -> bool:
         self._trained = True
+        self._warm_up(model)
         if self._interval and step % self._interval == 0:
             self.grow(model, self._per_event)
-        return False  # the same tensors stay trainable; new entries start with zero moments
+        return False  # the same tensors stay trainable (new components are slices of them)
+
+    @torch.no_grad()
+    def _warm_up(self, model: nn.Module) -> None:
+        """Scale the step just taken by each warming component to j / NEW_RANK_WARMUP of it."""
+        layers = self.layers(model)
+        for key, before in self._before.items():
+            done = self._warming[key] + 1
+            for weight, old in zip(_component(layers[key[0]], key[1]), before, strict=True):
+                weight.copy_(torch.lerp(old, weight, done / NEW_RANK_WARMUP))
+            if done < NEW_RANK_WARMUP:
+                self._warming[key] = done
+            else:
+                del self._warming[key]
+        self._before = {}
 
     @torch.no_grad()
     def grow(self, model: nn.Module, count: int) -> list[str]:
@@ -198,4 +230,11 @@ class IncreLora(RankPrefixLora):
             weight_a[k].uniform_(-bound, bound)
             weight_b[:, k] = 0
             self._ranks[name] = k + 1
+            self._warming[(name, k)] = 0
         return chosen
+
+
+def _component(layer: nn.Module, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of rank component k: row k of A, column k of B."""
+    weight_a, weight_b = lora_weights(layer)
+    return weight_a[k], weight_b[:, k]
