@@ -5,13 +5,15 @@ Every backbone entry is scored by its sensitivity, Σ (∂ loss / ∂θ)² over 
 budget. Where those entries go decides how each tensor is tuned:
 
 * a projection matrix (any role of `ROLE_SETS["all"]`) holding at least σ_opt of them gets a
-  structured module, LoRA, whose rank spends what its entries are worth: r = ⌊n / (d_in + d_out)⌋.
-  σ_opt (`sigma_opt`) is a fraction of the matrix's entries, so one value means the same on any
-  width; the threshold is never below d_in + d_out, so r ≥ 1 and r·(d_in + d_out) ≤ n.
+  structured module, LoRA of one fixed rank r (`lora_r`, the paper's default 8), which costs
+  r·(d_in + d_out) of τ. σ_opt (`sigma_opt`) is a fraction of the matrix's entries, so one value
+  means the same on any width (and a matrix needs at least one selected entry). Matrices are
+  taken most selected first (ties in model order); one whose LoRA does not fit in what is left
+  of τ stays sparse.
 * a vector (bias, LayerNorm) with at least half of its entries selected is tuned whole, most
   selected fraction first, while it fits in what is left of τ; otherwise it stays sparse.
-* the rest of τ — what LoRA's rounding and whole vectors leave — goes to the most sensitive
-  entries of every remaining tensor (the selected ones first, topped up with the next best),
+* the rest of τ goes to the most sensitive entries of every remaining tensor (the selected ones
+  first, topped up with the next best — or cut, where LoRA cost more than its matrix's entries),
   trained through the sparse-update engine.
 
 So the stored count is exact, never above τ, and equals it whenever the sparse pool is large
@@ -69,8 +71,10 @@ class SptConfig(MethodConfig):
                                     minimum=1)
     sigma_opt: float = knob(
         0.01, "σ_opt: a matrix holding this fraction of its entries in the top-τ gets LoRA "
-        "(never below one rank's d_in + d_out entries)", minimum=0.0)
+        "(if it fits in what is left of τ)", minimum=0.0)
     structured: str = knob("lora", "structured module for sensitive matrices", choices=("lora",))
+    lora_r: int = knob(8, "fixed rank of the structured LoRA (costs r·(d_in + d_out) of τ)",
+                       minimum=1, affects_size=True)
     lora_alpha: int = knob(16, "LoRA scaling numerator (update scaled by alpha / r)", minimum=1)
     learning_rate: float = learning_rate_knob(1e-3)
 
@@ -85,8 +89,8 @@ class Allocation:
 
 
 def structured_threshold(sigma_opt: float, d_in: int, d_out: int) -> int:
-    """Selected entries from which a d_in × d_out matrix gets LoRA (at least rank 1's cost)."""
-    return max(math.ceil(sigma_opt * d_in * d_out - 1e-9), d_in + d_out)
+    """Selected entries from which a d_in × d_out matrix gets LoRA (at least one)."""
+    return max(math.ceil(sigma_opt * d_in * d_out - 1e-9), 1)
 
 
 def projection_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -96,15 +100,18 @@ def projection_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def allocate(model: nn.Module, scores: dict[str, torch.Tensor], budget: int,
-             sigma_opt: float) -> Allocation:
+             sigma_opt: float, lora_r: int) -> Allocation:
     """Split the top-`budget` entries of `scores` into LoRA matrices, whole vectors, sparse."""
     counts = {n: len(i) for n, i in top_k(scores, budget).items()}
+    shapes = projection_shapes(model)
+    eligible = [m for m, (d_in, d_out) in shapes.items()
+                if counts.get(f"{m}.weight", 0) >= structured_threshold(sigma_opt, d_in, d_out)]
     ranks, used = {}, 0
-    for module, (d_in, d_out) in projection_shapes(model).items():
-        n = counts.get(f"{module}.weight", 0)
-        if n >= structured_threshold(sigma_opt, d_in, d_out):
-            ranks[module] = n // (d_in + d_out)
-            used += ranks[module] * (d_in + d_out)
+    for module in sorted(eligible, key=lambda m: -counts[f"{m}.weight"]):  # stable: model order
+        cost = lora_r * sum(shapes[module])
+        if used + cost <= budget:
+            ranks[module] = lora_r
+            used += cost
 
     candidates = [n for n, s in scores.items()
                   if s.ndim == 1 and counts.get(n, 0) > 0
@@ -131,7 +138,7 @@ def wrapped_name(tensor: str, ranks: dict[str, int]) -> str:
 
 class Spt(Method):
     name = "spt"
-    summary = "SPT: top-τ sensitive entries; LoRA on matrices holding ≥ σ_opt of them, sparse else"
+    summary = "SPT: top-τ sensitive entries; rank-r LoRA on matrices holding ≥ σ_opt, sparse else"
     config_class = SptConfig
 
     def __init__(self, config: SptConfig):
@@ -156,7 +163,8 @@ class Spt(Method):
         batches = itertools.islice(data.batches(SENSITIVITY_BATCH_SIZE),
                                    -(-cfg.sensitivity_samples // SENSITIVITY_BATCH_SIZE))
         scores = empirical_fisher(model, batches)
-        self.realize(model, allocate(model, scores, self.planned(model), cfg.sigma_opt))
+        self.realize(model, allocate(model, scores, self.planned(model), cfg.sigma_opt,
+                                    cfg.lora_r))
 
     def realize(self, model: nn.Module, allocation: Allocation) -> None:
         """Build the allocation on `model` in place: LoRA, whole vectors, sparse deltas."""
