@@ -16,6 +16,7 @@ from torch import nn
 
 from autopeft import __version__
 from autopeft.errors import AutoPeftError
+from autopeft.head import head_settings_of
 from autopeft.methods import Method, build_method
 from autopeft.models import load_model, resolve_model
 
@@ -33,6 +34,7 @@ def save_artifact(directory: Path, method: Method, model: nn.Module, info: dict[
             "autopeft_version": __version__,
             "method": method.name,
             "knobs": dataclasses.asdict(method.config),
+            "head": head_settings_of(model).describe(),
             **info,
         }
         (staging / CONFIG_FILE).write_text(json.dumps(description, indent=2, sort_keys=True))
@@ -63,5 +65,6 @@ def load_artifact(directory: Path, trust_remote_code: bool = False,
     source = resolve_model(base_model or description["model"],
                            trust_remote_code=trust_remote_code)
     method = build_method(description["method"], description["knobs"])
-    model = load_model(source, description["num_labels"])
+    pooling = description.get("head", {}).get("pooling", "cls")  # older artifacts: cls
+    model = load_model(source, description["num_labels"], pooling=pooling)
     return method.load(model, Path(directory)), description

@@ -33,7 +33,8 @@ Concurrency = Annotated[int | None, typer.Option(
 GpusPerTrial = Annotated[float | None, typer.Option(
     help="e.g. 0.25 packs four trials on a GPU; default: 1 if GPUs exist")]
 Address = Annotated[str | None, typer.Option(help="Ray cluster address")]
-Epochs = Annotated[int, typer.Option(help="training epochs per trial")]
+Epochs = Annotated[int | None, typer.Option(
+    help="training epochs per trial (default: about 600 optimizer steps, 1 to 10 epochs)")]
 MaxTrainSamples = Annotated[int | None, typer.Option(help="subsample train")]
 SelectionFraction = Annotated[float, typer.Option(help="train share held out")]
 Sampler = Annotated[str, typer.Option(
@@ -51,6 +52,16 @@ FinalSeeds = Annotated[int, typer.Option(
          "(0: evaluate the trial artifacts instead)")]
 FinalEpochs = Annotated[int | None, typer.Option(
     help="epochs of the final retraining (default: --epochs)")]
+TimeBudget = Annotated[str | None, typer.Option(
+    metavar="DURATION",
+    help="stop proposing trials after this long (45m, 2h, 1h30m, 90s, 600 seconds; --trials "
+         "stays a cap); running trials finish, but none runs past a quarter of the budget "
+         "(at least a minute) beyond it; then the final runs")]
+Pooling = Annotated[str, typer.Option(
+    help="how the head reads the tokens: auto (mean for sentence-transformers checkpoints "
+         "pooled by mean, else the architecture's own), cls, or mean (models with a pooler)")]
+FreezePooler = Annotated[bool, typer.Option(
+    help="keep the pooler (BERT, DeBERTa-v2) as loaded instead of training it as head")]
 
 
 @app.command()
@@ -68,7 +79,7 @@ def search(
     storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
     address: Address = None,
     seed: int = 0,
-    epochs: Epochs = 1,
+    epochs: Epochs = None,
     max_train_samples: MaxTrainSamples = None,
     selection_fraction: SelectionFraction = 0.1,
     batch_size: int = 32,
@@ -82,8 +93,11 @@ def search(
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
+    pooling: Pooling = "auto",
+    freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
     final_epochs: FinalEpochs = None,
+    time_budget: TimeBudget = None,
 ) -> None:
     """Find the Pareto front of score vs stored parameters for a task under a budget."""
     request = api.SearchRequest(**{k: v for k, v in locals().items()})
@@ -111,7 +125,7 @@ def sweep(
     gpus_per_trial: GpusPerTrial = None,
     address: Address = None,
     seed: int = 0,
-    epochs: Epochs = 1,
+    epochs: Epochs = None,
     max_train_samples: MaxTrainSamples = None,
     selection_fraction: SelectionFraction = 0.1,
     batch_size: int = 32,
@@ -124,8 +138,11 @@ def sweep(
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
+    pooling: Pooling = "auto",
+    freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
     final_epochs: FinalEpochs = None,
+    time_budget: TimeBudget = None,
 ) -> None:
     """Search every (task, budget, model) of a grid on one Ray cluster; one combined report."""
     values = {k: v for k, v in locals().items() if k != "sweep_name"}
@@ -271,6 +288,14 @@ def _print_front(result: api.SearchResult) -> None:
                       f"{row.budget_used:.1%}", f"{row.score:.4f}",
                       fmt.dev_score(row.dev_score, row.dev_score_std, row.dev_seeds))
     out.print(table)
+    winner = result.winner()
+    if winner is not None:
+        chance = "" if result.dev_chance is None else (
+            f" · a constant prediction scores {result.dev_chance:.4f} on dev")
+        out.print(f"winner (best selection score): trial {winner.trial} {winner.method}, "
+                  f"{winner.stored_params:,} stored params; dev "
+                  f"{fmt.dev_score(winner.dev_score, winner.dev_score_std, winner.dev_seeds)}"
+                  f"{chance}", highlight=False)
     out.print(f"{result.infeasible} over-budget candidates rejected before training")
     out.print(f"report: {result.report_dir}/summary.md · artifacts: {result.study_dir}/artifacts/")
 

@@ -22,3 +22,12 @@ class TrainingDiverged(RuntimeError):
 
     Not an AutoPeftError: it is an outcome of one candidate, not a mistake in the user's input.
     """
+
+
+class EmptyDelta(RuntimeError):
+    """A candidate stores nothing beyond the task head: that trial fails with this reason.
+
+    Such a trial is a trained head, not a result of its method (a Threshold-Mask that flipped no
+    mask, an S-BitFit that chose no bias vector), and being the cheapest it would otherwise land
+    on the Pareto front. Not an AutoPeftError, like TrainingDiverged.
+    """

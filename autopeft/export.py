@@ -215,6 +215,7 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                       or _search_batch_size(study))
         seed = setup.seed + trial.number
     kind, _, where = setup.data_source.partition(":")
+    head = description.get("head", {"pooling": "cls", "train_pooler": False})  # older: frozen
     rank = (description.get("selection_metrics") or trial.user_attrs.get(records.ATTR_METRICS)
             or {}).get(f"{description['method']}_rank")
     config = TrainConfig(
@@ -224,6 +225,7 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         batch_size=int(batch_size or _DEFAULT_BATCH_SIZE),
         seed=int(seed), data_seed=setup.seed, max_train_samples=setup.max_train_samples,
         rank=None if rank is None else int(rank),
+        pooling=head["pooling"], freeze_pooler=not head["train_pooler"],
         **({"max_length": setup.max_length} if setup.max_length else {}),
     )
     return config, ("" if batch_size else _ASSUMED_BATCH)

@@ -1,8 +1,10 @@
 """Which methods and candidates can fit a budget on a model, measured before any training.
 
-A search drops methods whose smallest candidate is over the budget (saying why), and tries every
-kept method once at its defaults so no family is left unexplored by a sampler's early luck:
-families take turns, so a search shorter than the method list still tries each family.
+A search drops methods whose smallest candidate is over the budget, or that store nothing beyond
+the head at every size (saying why), and tries every kept method once at its defaults so no family
+is left unexplored by a sampler's early luck: families take turns, so a search shorter than the
+method list still tries each family. A first candidate is never one that stores nothing: it
+would train only the head, and the searcher rejects it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def size_extremes(space: SearchSpace, method: str) -> list[dict[str, Any]]:
 
 
 def _fits(stored: int | None, budget: int) -> bool:
-    return stored is not None and stored <= budget
+    """Stores something, within the budget: 0 stored would train only the head."""
+    return stored is not None and 0 < stored <= budget
 
 
 def stored_or_none(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | None:
@@ -71,7 +74,8 @@ def families_in_turn(methods: Iterable[str]) -> list[str]:
 
 def feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
                       ) -> tuple[SearchSpace, dict[str, str]]:
-    """Drop methods that cannot fit the budget at all or cannot apply to the model, saying why."""
+    """Drop methods that cannot fit the budget at all, cannot apply to the model, or store
+    nothing beyond the head at both ends of every size knob, saying why."""
     keep, skipped, minimum = [], {}, {}
     for method in space.methods:
         sizes = [stored_or_none(sizer, method, v) for v in size_extremes(space, method)]
@@ -80,6 +84,10 @@ def feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
                 sizer.measure(method, size_extremes(space, method)[0])
             except MethodNotApplicable as exc:
                 skipped[method] = str(exc)
+            continue
+        if not any(sizes):
+            skipped[method] = ("it stores nothing beyond the head at either end of its "
+                               "searched sizes: it would train only the task head")
             continue
         minimum[method] = smallest = min(size for size in sizes if size is not None)
         if smallest <= budget:
@@ -102,7 +110,11 @@ def feasible_methods(space: SearchSpace, sizer: Sizer, budget: int
 
 def enqueue_uncovered_methods(study: optuna.Study, space: SearchSpace, sizer: Sizer,
                               budget: int, skip: set[str] = frozenset()) -> None:
-    """Each allowed method (but `skip`) is tried once, at its defaults, before the sampler."""
+    """Each allowed method (but `skip`) is tried once, at its defaults, before the sampler.
+
+    Defaults that are over the budget or store nothing give way to the first end of the size
+    knobs that stores something within it; a method with none is left to the sampler.
+    """
     covered = {t.params.get("method") for t in study.trials
                if t.user_attrs.get(records.ATTR_STATUS) != records.STATUS_INFEASIBLE}
     # an enqueued trial (a warm start's) has no params until asked: Optuna keeps them aside
@@ -117,6 +129,8 @@ def enqueue_uncovered_methods(study: optuna.Study, space: SearchSpace, sizer: Si
         if not _fits(stored_or_none(sizer, method, knobs), budget):
             fitting = [v for v in size_extremes(space, method)
                        if _fits(stored_or_none(sizer, method, {**knobs, **v}), budget)]
+            if not fitting:
+                continue
             params.update({param_name(method, k): v for k, v in fitting[0].items()
                            if param_name(method, k) in params})  # derived knobs stay derived
         study.enqueue_trial(params, skip_if_exists=True)

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from autopeft.errors import AutoPeftError
+from autopeft.head import apply_pooling
 
 # Model types whose classifier reads the last token (left padding keeps it a real token).
 DECODER_ONLY = frozenset({"gpt2", "llama", "mistral", "qwen2"})
@@ -93,14 +94,17 @@ def load_tokenizer(source: ModelSource):
     return tokenizer
 
 
-def load_model(source: ModelSource, num_labels: int, seed: int = 0) -> PreTrainedModel:
-    """The pretrained backbone with a freshly initialised, seeded classification head."""
+def load_model(source: ModelSource, num_labels: int, seed: int = 0,
+               pooling: str = "cls") -> PreTrainedModel:
+    """The pretrained backbone with a freshly initialised, seeded classification head, its
+    pooler reading the tokens as `pooling` says (`head.apply_pooling`)."""
     config = load_config(source, num_labels)
     torch.manual_seed(seed)
     with _quiet_transformers():
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             source.location, config=config, trust_remote_code=source.trust_remote_code
         )
+    return apply_pooling(model, pooling)
 
 
 def build_meta_model(source: ModelSource, num_labels: int) -> PreTrainedModel:

@@ -26,6 +26,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (accepted types, i
     "epochs": _INT, "batch_size": _INT, "seed": _INT, "data_seed": _INT,
     "max_train_samples": _INT, "max_length": _INT, "rank": _INT,
     "trust_remote_code": ((bool,), "true or false"),
+    "pooling": ((str,), "auto, cls or mean"), "freeze_pooler": ((bool,), "true or false"),
 }
 _AT_LEAST_ONE = ("epochs", "batch_size", "max_train_samples", "max_length", "rank")
 
@@ -48,6 +49,8 @@ class TrainConfig:
     max_length: int = 128
     rank: int | None = None  # rank-flexible methods (dylora): the evaluation rank to keep
     trust_remote_code: bool = False
+    pooling: str = "auto"  # how the head reads the tokens (`head.POOLINGS`)
+    freeze_pooler: bool = False  # keep the pooler as loaded instead of training it
 
     def candidate(self) -> dict[str, Any]:
         """{"method", "knobs"} as the training path takes it (learning rate folded in)."""
@@ -107,8 +110,9 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     """Train `config` on the task's full training data, score it on dev, save it at `out`."""
     # Heavy imports here: `autopeft --help` and the config checks stay fast.
     from autopeft.artifacts import save_artifact
+    from autopeft.head import resolve_head
     from autopeft.methods import build_method
-    from autopeft.models import load_tokenizer, resolve_model
+    from autopeft.models import build_meta_model, load_tokenizer, resolve_model
     from autopeft.tasks import get_task, load_task_data, subsample
     from autopeft.train.data import tokenize_frame
     from autopeft.train.loop import evaluate
@@ -120,6 +124,8 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     task = get_task(config.task)
     build_method(config.method, config.candidate()["knobs"])  # bad knobs fail before any loading
     source = resolve_model(config.model, config.trust_remote_code)
+    head = resolve_head(config.pooling, config.freeze_pooler, source.location,
+                        build_meta_model(source, task.num_labels))
     data = load_task_data(task, config.data_dir)
     data_seed = config.seed if config.data_seed is None else config.data_seed
     train = subsample(data.train, config.max_train_samples, data_seed)
@@ -130,7 +136,7 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
 
     context = TrialContext(model=source, task=task.name, budget_params=0, epochs=config.epochs,
                            batch_size=config.batch_size, seed=config.seed,
-                           study_dir=str(out.parent))
+                           study_dir=str(out.parent), head=head)
     started = time.perf_counter()
     trained = fit_candidate(config.candidate(), tokenized(train), None, tokenizer, context,
                             config.seed, rank=config.rank)

@@ -8,6 +8,7 @@ way and runs their trials together. Tokenised data, tokenizers and sizers are ke
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,27 @@ from rich.console import Console
 
 from autopeft import study as records
 from autopeft.budget import parse_budget
+from autopeft.durations import parse_time_budget
 from autopeft.errors import AutoPeftError
 from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.head import HeadSettings, resolve_head
 from autopeft.methods import parse_method_list
-from autopeft.models import load_tokenizer, resolve_model
+from autopeft.models import build_meta_model, load_tokenizer, resolve_model
+from autopeft.portfolio import enqueue_portfolio
 from autopeft.report import build_report, pareto_frame
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, load_space
-from autopeft.tasks import TaskData, TaskSpec, get_task, load_task_data, selection_split, subsample
+from autopeft.tasks import (
+    TaskData,
+    TaskSpec,
+    chance_score,
+    get_task,
+    load_task_data,
+    selection_cap,
+    selection_split,
+    subsample,
+)
+from autopeft.train.length import default_epochs
 from autopeft.warm_start import load_front, warm_start
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -42,7 +56,7 @@ class RunSettings:
     gpus_per_trial: float | None = None
     address: str | None = None
     seed: int = 0
-    epochs: int = 1
+    epochs: int | None = None  # None: about 600 optimizer steps (`train.length`)
     max_train_samples: int | None = None
     selection_fraction: float = 0.1
     batch_size: int = 32
@@ -54,8 +68,11 @@ class RunSettings:
     studies_dir: str = "studies"
     reports_dir: str = "reports"
     trust_remote_code: bool = False
+    pooling: str = "auto"  # head.POOLINGS: auto (mean for sentence-transformers models), cls, mean
+    freeze_pooler: bool = False  # keep the pooler as loaded instead of training it as head
     final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
     final_epochs: int | None = None  # None: the search's epochs
+    time_budget: str | None = None  # "45m", "2h", "1h30m", "600": no trial starts after it
 
 
 @dataclass(kw_only=True)
@@ -80,6 +97,17 @@ class SearchResult:
     infeasible: int
     wall_seconds: float
     skipped_methods: dict[str, str] = field(default_factory=dict)
+    dev_chance: float | None = None  # what always answering one label scores on dev
+
+    def winner(self) -> pd.Series | None:
+        """The answer: the front's best point by selection score (never chosen on dev) among
+        those with dev numbers; None when no point has them."""
+        scored = self.pareto[self.pareto["dev_score"].notna()] if len(self.pareto) else None
+        if scored is None or scored.empty:
+            return None
+        ranked = scored.sort_values(["score", "stored_params"], ascending=[False, True],
+                                    kind="stable")
+        return ranked.iloc[0]
 
 
 @dataclass
@@ -135,6 +163,7 @@ class CheckedRequest:
     inputs: TaskInputs
     inputs_key: tuple
     warm_front: list | None
+    head: HeadSettings = field(default_factory=HeadSettings)
 
     @property
     def study_name(self) -> str:
@@ -148,17 +177,19 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     from autopeft.engine.scheduler import check_scheduler
 
     shared = shared if shared is not None else SharedInputs()
-    check_positive(trials=request.trials, epochs=request.epochs, batch_size=request.batch_size,
-                   **({"concurrency": request.concurrency} if request.concurrency is not None
-                      else {}))
+    check_positive(trials=request.trials, batch_size=request.batch_size,
+                   **{k: v for k, v in (("epochs", request.epochs),
+                                        ("concurrency", request.concurrency)) if v is not None})
     _check_final(request.final_seeds, request.final_epochs)
+    parse_time_budget(request.time_budget)
     task = get_task(request.task)
     budget = parse_budget(request.budget)
     check_sampler(request.sampler)
     warm_front = (load_front(request.warm_start, request.storage, request.studies_dir)
                   if request.warm_start else None)
-    check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs,
-                    request.epochs)
+    if request.epochs is not None:
+        check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs,
+                        request.epochs)
     space = load_space(request.space)
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))
@@ -167,6 +198,8 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     if sizer_key not in shared.sizers:
         shared.sizers[sizer_key] = Sizer(source, task.num_labels)
     sizer = shared.sizers[sizer_key]
+    head = resolve_head(request.pooling, request.freeze_pooler, source.location,
+                        build_meta_model(source, task.num_labels))
     backbone = sizer.backbone_params()
     budget_params = budget.params(backbone)
     space, skipped = feasible_methods(space, sizer, budget_params)
@@ -174,8 +207,12 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
                   request.seed, request.selection_fraction, request.max_length)
     if inputs_key not in shared.tasks:
         shared.tasks[inputs_key] = _task_inputs(task, request, source)
+    if request.epochs is None:  # what the data needs (train.length), now that its size is known
+        epochs = default_epochs(shared.tasks[inputs_key].train_rows, request.batch_size)
+        check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs, epochs)
+        request = dataclasses.replace(request, epochs=epochs)
     return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
-                          skipped, shared.tasks[inputs_key], inputs_key, warm_front)
+                          skipped, shared.tasks[inputs_key], inputs_key, warm_front, head)
 
 
 def open_checked(checked: CheckedRequest, console: Console,
@@ -207,10 +244,15 @@ def open_checked(checked: CheckedRequest, console: Console,
         data_source=inputs.task_data.source,
         batch_size=request.batch_size,
         max_length=request.max_length,
+        head=checked.head.describe(),
     )
     study = records.open_study(name, storage, setup)
 
     console.print(f"budget {checked.budget.describe(checked.backbone_params)}")
+    head = checked.head
+    console.print(f"head (trained by every method, not charged): classifier"
+                  f"{' + pooler' if head.train_pooler else ' (pooler frozen)'}, "
+                  f"{head.pooling} pooling")
     for method, why in checked.skipped.items():
         console.print(f"[yellow]skipping {method}: {why}[/yellow]")
     console.print(f"data {inputs.task_data.source}: {inputs.train_rows} train, "
@@ -219,6 +261,11 @@ def open_checked(checked: CheckedRequest, console: Console,
     if checked.warm_front is not None:
         console.print(warm_start(study, request.warm_start, checked.warm_front, checked.space,
                                  checked.sizer, checked.budget_params).describe())
+    known = enqueue_portfolio(study, checked.space, checked.sizer, checked.budget_params,
+                              skip=skip_coverage or set())
+    if known:
+        console.print(f"portfolio: {known} known-good configuration(s) first "
+                      "(search_spaces/portfolio.yaml), then the sampler")
     enqueue_uncovered_methods(study, checked.space, checked.sizer, checked.budget_params,
                               skip=skip_coverage or set())
     context = TrialContext(
@@ -229,6 +276,7 @@ def open_checked(checked: CheckedRequest, console: Console,
         batch_size=request.batch_size,
         seed=request.seed,
         study_dir=str(study_dir.resolve()),
+        head=checked.head,
     )
     return PreparedStudy(request, task, name, study, study_dir, checked.space, checked.sizer,
                          checked.budget_params, inputs, checked.inputs_key, context,
@@ -317,6 +365,7 @@ def report_study(prepared: PreparedStudy, infeasible: int = 0,
         infeasible=infeasible,
         wall_seconds=wall_seconds,
         skipped_methods=prepared.skipped,
+        dev_chance=chance_score(prepared.task, prepared.inputs.task_data.dev["label"]),
     )
 
 
@@ -324,8 +373,11 @@ def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInp
     from autopeft.train.data import SearchData, tokenize_frame
 
     task_data = load_task_data(task, request.data_dir)
+    rows = len(task_data.train)
+    trained_on = min(rows - int(rows * request.selection_fraction),
+                     request.max_train_samples or rows)
     train, selection = selection_split(task_data.train, task, request.selection_fraction,
-                                       request.seed)
+                                       request.seed, max_rows=selection_cap(trained_on))
     train = subsample(train, request.max_train_samples, request.seed)
     tokenizer = load_tokenizer(source)
     data = SearchData(
@@ -343,7 +395,8 @@ def engine_settings(run: RunSettings, trials: int) -> Any:
     return EngineSettings(
         trials=trials, concurrency=run.concurrency, gpus_per_trial=run.gpus_per_trial,
         address=run.address, seed=run.seed, sampler=run.sampler, scheduler=run.scheduler,
-        reduction_factor=run.reduction_factor, grace_epochs=run.grace_epochs)
+        reduction_factor=run.reduction_factor, grace_epochs=run.grace_epochs,
+        time_budget_s=parse_time_budget(run.time_budget))
 
 
 def check_positive(**values: int) -> None:

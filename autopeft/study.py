@@ -104,9 +104,10 @@ class StudySetup:
     extra: dict = field(default_factory=dict)
     batch_size: int | None = None  # None: a study made before these were recorded
     max_length: int | None = None
+    head: dict | None = None  # head.HeadSettings; None: made before the pooler was head
 
     # Changing these mid-study would mix incomparable trials in one front.
-    IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed")
+    IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed", "head")
 
 
 def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,

@@ -96,8 +96,15 @@ def adapt(trial: FrozenTrial, space: SearchSpace, sizer: Sizer, budget: int
     shrink; (None, why) when the configuration cannot be used here.
     """
     source = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
+    return adapt_candidate(source, f"trial {trial.number} {source['method']}", space, sizer,
+                           budget)
+
+
+def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, sizer: Sizer,
+                    budget: int) -> tuple[dict[str, Any] | None, str]:
+    """`adapt` for a candidate ({"method", "knobs"[, "training"]}) from anywhere, e.g. the
+    portfolio; `label` names it in the note."""
     method = source["method"]
-    label = f"trial {trial.number} {method}"
     if method not in space.methods:
         return None, f"{label}: not in this search"
     ranges, allowed = space.methods[method], space.allowed.get(method, {})

@@ -145,6 +145,7 @@ def _run(argv: list[str], capsys, monkeypatch) -> tuple[int, str]:
 ACCEPTED_BUDGETS = "accepted: a percentage (0.5%)"
 NOT_A_JOURNAL = "is not a readable Optuna journal"
 LEFT_AS_IS = "it was left as it is"
+ACCEPTED_TIME = "accepted: seconds (600) or hours/minutes/seconds such as 90s, 45m, 2h, 1h30m"
 
 CASES = {
     # budgets
@@ -168,6 +169,11 @@ CASES = {
                        ["unknown method 'adaptr'", "registered: adalora"]),
     "unknown-sampler": ({"sampler": "cmaes"},
                         ["unknown sampler 'cmaes'", "choose: tpe, nsga2, gp, random"]),
+    # time budgets
+    "time-budget-text": ({"time_budget": "abc"}, ["invalid --time-budget 'abc'", ACCEPTED_TIME]),
+    "time-budget-zero": ({"time_budget": "0"}, ["must be more than 0 seconds", ACCEPTED_TIME]),
+    "time-budget-negative": ({"time_budget": "-5m"},
+                             ["invalid --time-budget '-5m'", ACCEPTED_TIME]),
     # data
     "data-dir-missing": ({"data_dir": "data/missing"},
                          ["'data/missing' is not a directory", "train.tsv + dev.tsv"]),

@@ -73,8 +73,11 @@ def searched(tmp_path_factory, tiny_bert, mrpc_dir):
             "train": full_train, "dev": dev, "task": task}
 
 
-def _study(searched, name: str) -> optuna.Study:
-    """A journal-backed study holding the two trials; reopening it is what a resume does."""
+def _study(searched, name: str, chance: float | None = None) -> optuna.Study:
+    """A journal-backed study holding the two trials; reopening it is what a resume does.
+
+    With `chance`, each trial records it as the engine does (`beats_chance` constraint).
+    """
     setup = records.StudySetup(task="mrpc", model="tiny", budget_spec="50%", budget_params=10**6,
                                backbone_params=2 * 10**6, primary_metric="accuracy_f1_mean",
                                methods=["bitfit", "dylora"], seed=SEED)
@@ -82,13 +85,15 @@ def _study(searched, name: str) -> optuna.Study:
     cheapest = min(t[2] for t in searched["trials"])
     for params, _, stored, metrics, artifact in searched["trials"]:
         value = 0.55 if stored == cheapest else 0.60  # dearer scores higher: both on the front
-        study.add_trial(create_trial(
+        trial = create_trial(
             state=TrialState.COMPLETE, values=[value, float(stored)], params=params,
             distributions={k: DISTRIBUTIONS[k] for k in params},
             user_attrs={records.ATTR_METHOD: params["method"], records.ATTR_STATUS: "ok",
                         records.ATTR_STORED: stored, records.ATTR_METRICS: metrics,
                         records.ATTR_ARTIFACT: artifact},
-        ))
+        )
+        records.record_chance(trial, value, chance)
+        study.add_trial(trial)
     assert sorted(t.number for t in records.feasible_front(study)) == [0, 1]
     return study
 
@@ -271,3 +276,41 @@ def test_final_runs_on_ray_match_the_in_process_ones(searched, tmp_path):
         assert runs == expected
         for number in runs:  # seed 0's delta is saved by the Ray worker, in its study directory
             assert (tmp_path / f"ray{k}" / "artifacts" / f"trial-{number:04d}-final-s0").is_dir()
+
+
+def test_a_point_at_chance_is_not_retrained_and_the_report_says_so(searched, calls, tmp_path):
+    """Chance 0.55: the cheapest point (0.55) learned nothing, the dearer one (0.60) did."""
+    from rich.console import Console
+
+    study = _study(searched, "at-chance", chance=0.55)
+    cheap, dear = records.feasible_front(study)  # both stay on the front
+    console = Console(record=True, width=300)
+    context = dataclasses.replace(searched["context"], study_dir=str(tmp_path))
+    assert retrain_front(study, searched["train"], searched["dev"], searched["tokenizer"],
+                         context, FinalSettings(seeds=2), console) == 2
+    assert [c["method"] for c in calls] == [dear.params["method"]] * 2
+    assert sorted(records.final_runs(_reopen(searched, "at-chance"))) == [dear.number]
+    said = console.export_text()
+    assert (f"trial {cheap.number} {cheap.params['method']} not retrained: its selection score "
+            "0.5500 is at or below chance (0.5500") in said
+    assert "1 Pareto point(s) × 2 seed(s)" in said
+
+    report = build_report(_reopen(searched, "at-chance"), tmp_path / "report")
+    pareto = pd.read_csv(report / "pareto.csv").set_index("trial")
+    assert pareto.loc[cheap.number, "dev_note"] == "at chance: not retrained"
+    assert pd.isna(pareto.loc[cheap.number, "dev_score"])
+    assert pd.isna(pareto.loc[dear.number, "dev_note"])
+    assert pareto.loc[dear.number, "dev_seeds"] == 2
+    summary = (report / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if line.startswith(f"| #{cheap.number} "))
+    assert "| at chance: not retrained |" in row
+    assert "1 Pareto point scored at or below chance" in summary
+
+    # --final-seeds 0 trains nothing: a point at chance is still evaluated as trained
+    study = _study(searched, "at-chance-as-trained", chance=0.55)
+    scores = evaluate_front_on_dev(study, searched["work"], searched["dev"],
+                                   searched["tokenizer"], searched["task"])
+    assert sorted(scores) == sorted([cheap.number, dear.number])
+    report = build_report(_reopen(searched, "at-chance-as-trained"), tmp_path / "as-trained")
+    assert "at chance: not retrained" not in (report / "summary.md").read_text()
+    assert len(calls) == 2

@@ -1,4 +1,5 @@
-"""Progress of a search in the terminal: trials done/running, best score so far, ETA."""
+"""Progress of a search in the terminal: trials done/running, best score so far, ETA, and
+the time budget left."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from rich.console import Console
 class SearchProgress(Callback):
     """Prints one line per finished trial and a status line; works in CI logs too (no TTY)."""
 
-    def __init__(self, total: int, concurrency: int, console: Console | None = None):
+    def __init__(self, total: int, concurrency: int, console: Console | None = None,
+                 time_budget_s: float | None = None):
         self.total = total
         self.concurrency = max(1, concurrency)
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.started = time.monotonic()
+        self.time_budget_s = time_budget_s
         self.running: set[str] = set()
         self.finished = 0
         self.durations: list[float] = []
@@ -74,14 +77,29 @@ class SearchProgress(Callback):
 
     def status(self) -> str:
         elapsed = time.monotonic() - self.started
-        remaining = self.total - self.finished
-        eta = ""
-        if self.durations and remaining > 0:
-            mean = sum(self.durations) / len(self.durations)
-            eta = f" · ETA {_clock(mean * math.ceil(remaining / self.concurrency))}"
         best = f" · best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
         return (f"[{self.finished}/{self.total} done, {len(self.running)} running] "
-                f"elapsed {_clock(elapsed)}{best}{eta}")
+                f"elapsed {clock(elapsed)}{best}{self._eta(elapsed)}{self._budget_left(elapsed)}")
+
+    def _eta(self, elapsed: float) -> str:
+        remaining = self.total - self.finished
+        if not self.durations or remaining <= 0:
+            return ""
+        mean = sum(self.durations) / len(self.durations)
+        seconds = mean * math.ceil(remaining / self.concurrency)
+        if self.time_budget_s is not None:
+            # no trial starts after the budget: the last ones end about a trial later
+            seconds = min(seconds, max(self.time_budget_s - elapsed, 0.0) + mean)
+        return f" · ETA {clock(seconds)}"
+
+    def _budget_left(self, elapsed: float) -> str:
+        """What is left of --time-budget, so a user sees when proposals will stop."""
+        if self.time_budget_s is None:
+            return ""
+        left = self.time_budget_s - elapsed
+        if left > 0:
+            return f" · time budget left {clock(left)}"
+        return " · time budget spent: running trials finish"
 
 
 def _label(config: dict) -> str:
@@ -99,6 +117,8 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """"4m05s", or "1h02m05s" from an hour on."""
     minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

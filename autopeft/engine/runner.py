@@ -4,6 +4,9 @@ Faults: a trial whose worker process or node is lost is restarted by Ray (from s
 keep no checkpoints) up to `max_failures` times; errors inside training end only that trial
 (see the trainable). A run stopped by Ctrl+C marks its unfinished trials failed and raises
 `SearchInterrupted`, so the same command continues the study.
+
+Time budget: once it is spent no trial starts; running trials finish (their compute is not
+thrown away), but Ray stops any still running at `hard_stop_s` (recorded PRUNED).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import optuna
 import ray
 from ray import tune
 from ray.tune import Callback
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from rich.console import Console
 
 from autopeft.engine.cluster import connect
-from autopeft.engine.progress import SearchProgress
+from autopeft.engine.progress import SearchProgress, clock
 from autopeft.engine.samplers import check_sampler, make_sampler
 from autopeft.engine.scheduler import MultiObjectiveASHA, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
@@ -44,6 +48,24 @@ class EngineSettings:
     reduction_factor: float = 3  # mo-asha's η
     grace_epochs: int = 1  # mo-asha's first rung
     max_failures: int = 2  # restarts of a trial after its worker process or node was lost
+    time_budget_s: float | None = None  # no trial starts after it; None: --trials alone
+
+
+# How far past the time budget running trials may go: a quarter of it, at least a minute
+# (the first trial also waits for Ray's workers to start).
+OVERRUN_SHARE = 0.25
+OVERRUN_MIN_S = 60.0
+
+
+def hard_stop_s(time_budget_s: float) -> float:
+    """When Ray stops the trials still running: the budget plus its bounded overrun."""
+    return time_budget_s + max(OVERRUN_SHARE * time_budget_s, OVERRUN_MIN_S)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    launched: int  # trials Ray ran (finished, failed or stopped)
+    out_of_time: bool  # the time budget, not --trials, ended the proposals
 
 
 @dataclass(frozen=True)
@@ -78,13 +100,13 @@ def run_trials(
     trainable = tune.with_parameters(train_candidate, data=data,
                                      context=with_threads(context, cpus))
     keeper = f"the study '{study.study_name}'"
-    launched = fit(trainable, searcher, settings, settings.trials, context.epochs, (cpus, gpus),
-                   ray_dir, keeper, console)
-    if launched < settings.trials and not searcher.exhausted:
+    fitted = fit(trainable, searcher, settings, settings.trials, context.epochs, (cpus, gpus),
+                 ray_dir, keeper, console)
+    if fitted.launched < settings.trials and not (searcher.exhausted or fitted.out_of_time):
         raise SearchInterrupted(
-            f"search stopped after {launched} of {settings.trials} trials; {keeper} keeps every "
-            "finished trial: run the same command again to continue it")
-    return EngineOutcome(launched, searcher.infeasible, time.perf_counter() - started)
+            f"search stopped after {fitted.launched} of {settings.trials} trials; {keeper} keeps "
+            "every finished trial: run the same command again to continue it")
+    return EngineOutcome(fitted.launched, searcher.infeasible, time.perf_counter() - started)
 
 
 def prepare_cluster(settings: EngineSettings) -> tuple[EngineSettings, float, float]:
@@ -98,8 +120,8 @@ def prepare_cluster(settings: EngineSettings) -> tuple[EngineSettings, float, fl
 
 def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
         resources: tuple[float, float], ray_dir: Path, keeper: str,
-        console: Console | None = None) -> int:
-    """Run up to `total` trials of `searcher`'s proposals on Ray; how many finished.
+        console: Console | None = None) -> Fitted:
+    """Run up to `total` trials of `searcher`'s proposals on Ray, within the time budget.
 
     `searcher` is a BudgetedOptunaSearch or anything with its `fail_unfinished` and
     `on_trial_retry`. On Ctrl+C (or a lost driver connection) the unfinished trials are
@@ -107,18 +129,16 @@ def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
     finished trials, e.g. "the study 'x'").
     """
     cpus, gpus = resources
-    progress = SearchProgress(total, settings.concurrency, console)
+    budget_s = settings.time_budget_s
+    progress = SearchProgress(total, settings.concurrency, console, budget_s)
+    limiter = _TimeBudget(searcher, settings.concurrency, budget_s)
+    if budget_s is not None:
+        progress.console.print(
+            f"time budget {clock(budget_s)}: no trial starts after it; running ones finish, "
+            f"or are stopped at {clock(hard_stop_s(budget_s))}")
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus, "gpu": gpus}),
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            num_samples=total,
-            max_concurrent_trials=settings.concurrency,
-            reuse_actors=True,
-            # No metric/mode here: the searcher was given both objectives, and MO-ASHA reads
-            # score and stored_params from each result itself.
-            scheduler=_scheduler(settings, epochs),
-        ),
+        tune_config=_tune_config(limiter, settings, total, epochs),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(Path(ray_dir).resolve()),
@@ -130,6 +150,7 @@ def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
     try:
         grid = tuner.fit()  # on Ctrl+C, Ray stops its trials and returns
     finally:
+        stopped = limiter.settle_overrun()
         unfinished = searcher.fail_unfinished(
             "interrupted: the search was stopped before the trial finished")
     if unfinished:
@@ -137,7 +158,70 @@ def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
             f"search stopped after {len(grid) - len(unfinished)} of {total} trials; trial(s) "
             f"{', '.join(map(str, unfinished))} did not finish and were marked failed; {keeper} "
             "keeps every finished trial: run the same command again to continue it")
-    return len(grid)
+    out_of_time = limiter.out_of_time or stopped > 0
+    if out_of_time:
+        overran = (f"; {stopped} still running at {clock(hard_stop_s(budget_s))} were stopped "
+                   "(PRUNED)" if stopped else "")
+        progress.console.print(f"the time budget ({clock(budget_s)}) ended the search after "
+                               f"{len(grid)} trial(s){overran}")
+    return Fitted(len(grid), out_of_time)
+
+
+def _tune_config(limiter: _TimeBudget, settings: EngineSettings, total: int,
+                 epochs: int) -> tune.TuneConfig:
+    budget_s = settings.time_budget_s
+    return tune.TuneConfig(
+        search_alg=limiter,  # applies --concurrency (Ray would wrap the searcher in one)
+        num_samples=total,
+        # Ray's own budget stops the running trials: here it only bounds their overrun.
+        time_budget_s=hard_stop_s(budget_s) if budget_s is not None else None,
+        reuse_actors=True,
+        # No metric/mode here: the searcher was given both objectives, and MO-ASHA reads
+        # score and stored_params from each result itself.
+        scheduler=_scheduler(settings, epochs),
+    )
+
+
+class _TimeBudget(ConcurrencyLimiter):
+    """Ray's concurrency limit, proposing nothing once the time budget is spent.
+
+    Hand-written because Ray's `TuneConfig(time_budget_s=...)` stops the running trials too,
+    wasting their compute; here they finish, and Ray's budget only bounds how long they may.
+    """
+
+    def __init__(self, searcher: Searcher, concurrency: int, budget_s: float | None):
+        super().__init__(searcher, max_concurrent=concurrency)
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+        self.out_of_time = False  # a proposal was refused for want of time
+        self.running: set[str] = set()
+
+    def _past(self, seconds: float | None) -> bool:
+        return seconds is not None and time.monotonic() - self.started >= seconds
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self._past(self.budget_s):
+            self.out_of_time = True
+            return Searcher.FINISHED
+        config = super().suggest(trial_id)
+        if config not in (None, Searcher.FINISHED):
+            self.running.add(trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.running.discard(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def settle_overrun(self) -> int:
+        """Tell the searcher that the trials Ray's hard stop ended were stopped (PRUNED): Ray
+        stops them without `on_trial_complete`. Before that time (Ctrl+C) nothing is told."""
+        if self.budget_s is None or not self._past(hard_stop_s(self.budget_s)):
+            return 0
+        stopped = sorted(self.running)
+        for trial_id in stopped:
+            self.on_trial_complete(trial_id)
+        return len(stopped)
 
 
 class _NoTunerRestoreHint(logging.Filter):

@@ -1,9 +1,10 @@
 """Ray Tune's OptunaSearch, made budget-aware and honest about trial outcomes.
 
-Over-budget candidates are told to Optuna as FAIL (status "infeasible") at suggestion time and
-never reach Ray, so they never train. Ray's stock OptunaSearch also tells early-stopped trials as
-COMPLETE and leaves trials with a NaN result RUNNING; here a trial is COMPLETE only when its
-final report arrived with a finite score, PRUNED when it was stopped before that, FAIL otherwise
+Over-budget candidates, and those that store nothing beyond the task head (they would only
+train a head, not their method), are told to Optuna as FAIL (status "infeasible") at suggestion
+time and never reach Ray, so they never train. Ray's stock OptunaSearch also tells early-stopped
+trials as COMPLETE and leaves trials with a NaN result RUNNING; here a trial is COMPLETE only when
+its final report arrived with a finite score, PRUNED when it was stopped before that, FAIL otherwise
 (its reason in the `error` user attr: a training error the trainable reported, or a worker that
 was lost more often than Ray retries it). Each trial records the search process that owns it,
 where Ray ran it, and how often Ray restarted it after losing its worker.
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 METRICS = ["score", "stored_params"]
 MODES = ["max", "min"]
+# the rejection reason of a candidate measured at 0 stored params: training it trains a head only
+EMPTY_DELTA = ("stores nothing beyond the head (0 stored params): it would train only the task "
+               "head, not its method")
 
 
 class BudgetedOptunaSearch(OptunaSearch):
@@ -93,6 +97,9 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr(records.ATTR_STORED, footprint.stored_params)
             ot_trial.set_user_attr(records.ATTR_HEAD, footprint.head_params)
             ot_trial.set_user_attr(records.ATTR_BUDGET_USED, footprint.stored_params / self._budget)
+            if footprint.stored_params == 0:
+                self._reject(ot_trial, EMPTY_DELTA)
+                continue
             if footprint.stored_params <= self._budget:
                 self._ot_trials[trial_id] = ot_trial
                 self._results[trial_id] = []
@@ -105,7 +112,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         return Searcher.FINISHED
 
     def _reject(self, ot_trial: optuna.Trial, why: str) -> None:
-        """Record a candidate that is never trained (over budget or not applicable)."""
+        """Record a candidate that is never trained (over budget, empty or not applicable)."""
         self.infeasible += 1
         ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_INFEASIBLE)
         ot_trial.set_user_attr(records.ATTR_ERROR, why)

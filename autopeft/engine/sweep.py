@@ -165,10 +165,10 @@ def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
     routes = {m.name: (m.data_key, with_threads(m.context, cpus)) for m in members}
     trainable = tune.with_parameters(train_sweep_candidate, data_refs=data_refs, routes=routes)
     searcher = SweepSearcher(members, share)
-    launched = fit(trainable, searcher, settings, total, max(m.context.epochs for m in members),
-                   (cpus, gpus), ray_dir, "every study of the sweep", console)
+    fitted = fit(trainable, searcher, settings, total, max(m.context.epochs for m in members),
+                 (cpus, gpus), ray_dir, "every study of the sweep", console)
     short = [m.name for m in members if m.remaining > 0 and not m.exhausted]
-    if launched < total and short:
+    if fitted.launched < total and short and not fitted.out_of_time:
         raise SearchInterrupted(
             f"sweep stopped with {len(short)} unfinished studies ({', '.join(short)}); every "
             "finished trial is kept: run the same command again to continue it")

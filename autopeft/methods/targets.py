@@ -13,8 +13,11 @@ from transformers.pytorch_utils import Conv1D
 
 from autopeft.errors import MethodNotApplicable
 
-# Modules a sequence-classification model adds on top of the backbone (freshly initialised).
-HEAD_MODULES = frozenset({"classifier", "score", "pre_classifier"})
+# The task head: what a sequence-classification model adds on top of the backbone (freshly
+# initialised), plus the pooler of BERT-like models and DeBERTa-v2, which pretraining left
+# unused or never trained (sentence-transformers checkpoints: a random init) — see `head.py`.
+# Always trained (unless `--freeze-pooler`), counted as head, never charged to the budget.
+HEAD_MODULES = frozenset({"classifier", "score", "pre_classifier", "pooler"})
 
 _BERT_LIKE = {
     "attn_q": r"attention\.self\.query",

@@ -7,7 +7,13 @@ import pandas as pd
 
 from autopeft.report import fmt, views
 from autopeft.report.files import FIGURES, REPORT_FILES
-from autopeft.report.tables import DEV_SEEDS, STATE_INFEASIBLE, best_per_method, row_knobs
+from autopeft.report.tables import (
+    DEV_NOTE,
+    DEV_SEEDS,
+    STATE_INFEASIBLE,
+    best_per_method,
+    row_knobs,
+)
 from autopeft.study import StudySetup, final_runs, study_setup
 
 
@@ -38,7 +44,8 @@ def _trial_counts(trials: pd.DataFrame) -> str:
         f"{len(trials)} trials in total.",
         markdown_table(views.STATE_HEADER, views.state_rows(trials)),
         f"{infeasible} candidate{'s were' if infeasible != 1 else ' was'} infeasible "
-        "(over the stored-parameter budget) and never trained.",
+        "(over the stored-parameter budget, or storing nothing beyond the task head) and never "
+        "trained.",
     ]
     return "\n\n".join(lines)
 
@@ -51,7 +58,7 @@ def _best(pareto: pd.DataFrame, setup: StudySetup) -> str:
         f"Trial #{row['trial']} ({row['method']}) reached a selection {setup.primary_metric} "
         f"of **{fmt.score(row['score'])}** with {fmt.count(row['stored_params'])} stored "
         f"parameters ({fmt.percent(row['budget_used'])} of the budget); "
-        f"dev score {views.dev(row)}.\n\n"
+        f"dev score {_dev(row)}.\n\n"
         f"Knobs: {fmt.knobs(row_knobs(row))}."
     )
     return f"## Best selection score\n\n{text}"
@@ -61,14 +68,29 @@ def _front_table(pareto: pd.DataFrame) -> str:
     title = "## Pareto front (within budget, cheapest first)"
     if pareto.empty:
         return f"{title}\n\nEmpty: no completed trial within the budget yet."
-    return f"{title}\n\n{markdown_table(*views.front_table(pareto))}"
+    return f"{title}\n\n{markdown_table(*_noted(views.front_table(pareto), pareto))}"
 
 
 def _best_per_method(best: pd.DataFrame) -> str:
     title = "## Best per method (within budget)"
     if best.empty:
         return f"{title}\n\nNo completed trial within the budget yet."
-    return f"{title}\n\n{markdown_table(*views.best_table(best))}"
+    return f"{title}\n\n{markdown_table(*_noted(views.best_table(best), best))}"
+
+
+def _dev(row: pd.Series) -> str:
+    """The row's dev score, or why it has none where that is known (at chance)."""
+    note = row.get(DEV_NOTE)
+    return note if isinstance(note, str) else views.dev(row)
+
+
+def _noted(table: tuple[list[str], views.Rows], frame: pd.DataFrame
+           ) -> tuple[list[str], views.Rows]:
+    """`table` (rows in `frame`'s order) with each dev cell as `_dev` words it."""
+    header, rows = table
+    at = next(i for i, name in enumerate(header) if name.startswith("dev score"))
+    cells = [_dev(row) for _, row in frame.iterrows()]
+    return header, [(*r[:at], cell, *r[at + 1:]) for r, cell in zip(rows, cells, strict=True)]
 
 
 def _figures() -> str:
@@ -103,9 +125,19 @@ def _dev_note(study: optuna.Study, pareto: pd.DataFrame) -> str:
             "(`pareto.csv` has each seed's score). The selection score is the search's own "
             "trial, trained without the selection split."
         )
-    if (seeds == 0).any() and not pareto.empty:
+    unscored = (pareto[DEV_NOTE].notna() if DEV_NOTE in pareto
+                else pd.Series(False, index=pareto.index))
+    if ((seeds == 0) & ~unscored).any():
         text += ("\n\nA dev score without K is the search trial's own artifact evaluated on "
                  "dev (`--final-seeds 0`).")
+    if unscored.any():
+        count = int(unscored.sum())
+        text += (
+            f"\n\n{count} Pareto point{'s' if count != 1 else ''} scored at or below chance "
+            "on the selection split (no better than always answering one label): "
+            f"{'they' if count != 1 else 'it'} learned nothing, so the final runs did not "
+            "retrain " + ("them" if count != 1 else "it") + " (`at chance: not retrained`)."
+        )
     return text
 
 

@@ -28,6 +28,7 @@ from autopeft.study import (
     ATTR_STORED_BYTES,
     ATTR_TRAIN_SECONDS,
     ATTR_TRIAL_SECONDS,
+    CONSTRAINT_BEATS_CHANCE,
     STATUS_INFEASIBLE,
     dev_scores,
     feasible_front,
@@ -54,6 +55,8 @@ DEV_STD = f"{DEV_SCORE}_std"  # sample std over the retrained seeds (NaN under t
 DEV_SEEDS = f"{DEV_PREFIX}seeds"  # K retrained seeds; 0: the trial artifact was evaluated
 DEV_SEED_SCORES = f"{DEV_PREFIX}seed_scores"  # "0.8012;0.8123": each seed's score, in order
 CHANCE_SCORE = ATTR_CHANCE  # what always answering one label scores on the selection split
+DEV_NOTE = f"{DEV_PREFIX}note"  # why a point has no dev numbers, when it is known
+AT_CHANCE_NOTE = "at chance: not retrained"  # a point at chance with no dev numbers
 
 # Integer columns use pandas' nullable Int64 so a missing count stays missing, not 0 or a float.
 _INT_COLUMNS = ("trial", "stored_params", "stored_bytes", "head_params", "epochs")
@@ -68,6 +71,13 @@ def trial_state(trial: FrozenTrial) -> str:
     if trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_STATUS) == STATUS_INFEASIBLE:
         return STATE_INFEASIBLE
     return trial.state.name
+
+
+def at_chance(trial: FrozenTrial) -> bool:
+    """Whether the trial learned nothing: its selection score is at or below its chance score
+    (the `beats_chance` constraint `study.record_chance` sets is violated). Without a recorded
+    chance score it is not known to be at chance. The final runs skip such points."""
+    return trial.constraints.get(CONSTRAINT_BEATS_CHANCE, 0.0) > 0
 
 
 def chance_level(trials: pd.DataFrame) -> float | None:
@@ -98,7 +108,8 @@ def pareto_frame(study: optuna.Study, trials: pd.DataFrame | None = None) -> pd.
 
     A point retrained with K seeds (``--final-seeds``) gets the mean over its seeds in the dev
     columns, the sample std in `dev_score_std`, K in `dev_seeds` and each seed's score in
-    `dev_seed_scores`; otherwise its trial artifact's dev metrics with `dev_seeds` 0.
+    `dev_seed_scores`; otherwise its trial artifact's dev metrics with `dev_seeds` 0. A point
+    without dev numbers because it is `at_chance` says so in `dev_note`.
     `trials` (the study's `trials_frame`) saves reading the study again.
     """
     front = [t.number for t in feasible_front(study)]
@@ -139,6 +150,10 @@ def _with_dev(trials: pd.DataFrame, numbers: list[int], study: optuna.Study) -> 
     rows[DEV_STD] = pd.Series([_number(dev[n][1]) for n in numbers], dtype="float64")
     rows[DEV_SEEDS] = pd.Series([dev[n][2] for n in numbers], dtype="Int64")
     rows[DEV_SEED_SCORES] = pd.Series([dev[n][3] for n in numbers], dtype="object")
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    rows[DEV_NOTE] = pd.Series(
+        [AT_CHANCE_NOTE if not dev[n][0] and at_chance(by_number[n]) else None for n in numbers],
+        dtype="object")
     return rows
 
 

@@ -3,7 +3,7 @@
 from autopeft.tasks.data import TaskData, load_task_data
 from autopeft.tasks.metrics import chance_score, compute_metrics
 from autopeft.tasks.specs import TASKS, TaskSpec, TsvLayout, get_task
-from autopeft.tasks.split import selection_split, subsample
+from autopeft.tasks.split import selection_cap, selection_split, subsample
 
 __all__ = [
     "TASKS",
@@ -14,6 +14,7 @@ __all__ = [
     "compute_metrics",
     "get_task",
     "load_task_data",
+    "selection_cap",
     "selection_split",
     "subsample",
 ]

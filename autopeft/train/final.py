@@ -9,6 +9,11 @@ Two ways, chosen by ``--final-seeds K``:
   (one after another here by default; `engine.final_runs` spreads them over the Ray cluster),
   and each run is recorded as soon as it finishes.
 * K = 0: each point's trial artifact (trained on the search's train split) is evaluated on dev.
+
+A point whose selection score is at or below its chance score (what a constant prediction scores,
+its `beats_chance` constraint violated; `report.tables.at_chance` decides, for the report too)
+learned nothing: K >= 1 does not retrain it, saying so in one line. K = 0 still evaluates it, since
+that costs no training.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from rich.console import Console
 
 from autopeft import study as records
 from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.report.tables import at_chance
 from autopeft.space import candidate_from_params
 from autopeft.tasks import TaskSpec, get_task
 from autopeft.train.data import TokenizedSplit
@@ -120,8 +126,8 @@ def retrain_front(
     where: str = "one at a time in this process",
     skip: frozenset[int] = frozenset(),
 ) -> int:
-    """Retrain each feasible Pareto point (but trials `skip`) with `settings.seeds` seeds, each
-    scored on dev.
+    """Retrain each feasible Pareto point (but trials `skip` and points at chance) with
+    `settings.seeds` seeds, each scored on dev.
 
     Seeds already recorded at the same fidelity are skipped. Returns how many runs were trained.
     """
@@ -134,10 +140,20 @@ def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, 
                context: TrialContext, settings: FinalSettings, console: Console,
                where: str = "one at a time in this process",
                skip: frozenset[int] = frozenset()) -> FinalPlan:
-    """The final runs a study's front (but trials `skip`) still needs; says so in one line."""
+    """The final runs a study's front (but trials `skip`) still needs; says so in one line,
+    and in one line per point skipped for scoring at chance."""
     task = get_task(context.task)
-    points = [_point(t, context, settings, len(train)) for t in records.feasible_front(study)
-              if t.number not in skip]
+    front = [t for t in records.feasible_front(study) if t.number not in skip]
+    for trial in filter(at_chance, front):
+        console.print(
+            f"final ({study.study_name}): trial {trial.number} "
+            f"{trial.params.get('method')} not retrained: its selection score "
+            f"{trial.values[0]:.4f} is at or below chance "
+            f"({trial.user_attrs.get(records.ATTR_CHANCE, float('nan')):.4f}, what a constant "
+            "prediction scores): it learned nothing",
+            highlight=False,
+        )
+    points = [_point(t, context, settings, len(train)) for t in front if not at_chance(t)]
     todo = [(point, index) for point in points for index in range(settings.seeds)
             if records.finished_final_run(study, point.trial.number, index, point.fidelity)
             is None]

@@ -16,6 +16,7 @@ from torch import nn
 from autopeft.artifacts import save_artifact
 from autopeft.budget import count_params, trainable_line
 from autopeft.errors import AutoPeftError
+from autopeft.head import HeadSettings, freeze_pooler
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
@@ -38,6 +39,7 @@ class TrialContext:
     seed: int
     study_dir: str  # absolute; artifacts go under its ARTIFACTS_SUBDIR
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    head: HeadSettings = HeadSettings()  # pooling and whether the pooler trains
 
 
 ARTIFACTS_SUBDIR = "artifacts"  # inside the study directory
@@ -82,7 +84,10 @@ def fit_candidate(
     task = get_task(context.task)
     torch.manual_seed(seed)
     method = build_method(candidate["method"], candidate["knobs"])
-    model = method.apply(load_model(context.model, task.num_labels, seed=seed)).to(pick_device())
+    backbone = load_model(context.model, task.num_labels, seed=seed, pooling=context.head.pooling)
+    model = method.apply(backbone).to(pick_device())
+    if not context.head.train_pooler:
+        freeze_pooler(model)
     method.prepare(model, SplitBatches(train, tokenizer, pick_device(), seed))
     if on_built is not None:
         on_built(method, model)
@@ -131,11 +136,20 @@ def run_trial(
     if data.selection is not None:  # what learning nothing scores, for the scheduler and sampler
         counts[ATTR_CHANCE] = chance_score(get_task(context.task), data.selection.labels)
 
+    def empty(method: Method, when: str) -> Exception:
+        """A head-only trial is no result of its method: it fails (never COMPLETE), saying why."""
+        from autopeft.errors import EmptyDelta  # imported here: this change keeps to run_trial
+
+        return EmptyDelta(f"trial {number}: {method.name} stores nothing beyond the head "
+                          f"(0 stored params {when}): only the task head would be trained")
+
     def built(method: Method, model: nn.Module) -> None:
         """Before training: check the budget on the live model and keep the counts."""
         stored, head = method.stored_params(model), method.head_params(model)
         if stored > context.budget_params:  # the searcher checks first; this guards the invariant
             raise AutoPeftError(f"trial {number}: {stored:,} stored params over the budget")
+        if stored == 0:  # e.g. an S-BitFit whose data-driven pick kept no bias vector
+            raise empty(method, "after preparing, before training")
         counts.update({
             "stored_params": stored,
             "head_params": head,
@@ -172,6 +186,8 @@ def run_trial(
         on_epoch_end=end_epoch,
     )
     method, model, last = trained.method, trained.model, trained.last
+    if method.stored_params(model) == 0:  # e.g. a Threshold-Mask that flipped no mask
+        raise empty(method, "after training")
     allocation = summarize(method.changed_entries(model), backbone_sizes(model))
     artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
     save_artifact(artifact, method, model, {

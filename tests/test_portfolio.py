@@ -1,0 +1,67 @@
+"""The portfolio: known-good first candidates, all feasible, enqueued first and once."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.models import resolve_model
+from autopeft.portfolio import enqueue_portfolio, load_portfolio, portfolio_params
+from autopeft.sizing import Sizer
+from autopeft.space import load_space
+from autopeft.warm_start import adapt_candidate
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_every_entry_names_its_source_and_valid_knobs():
+    entries = load_portfolio()
+    assert len(entries) >= 8 and entries[0].method == "lora"
+    assert all(len(entry.source) > 20 for entry in entries)
+    assert all("learning_rate" in entry.knobs for entry in entries)
+
+
+@pytest.mark.parametrize("budget", [0.001, 0.005, 0.01])
+@pytest.mark.parametrize("model", ["tiny", "minilm"])
+def test_every_entry_is_feasible_on_tiny_bert_and_minilm(tiny_bert, model, budget):
+    source = resolve_model(str(tiny_bert) if model == "tiny" else MINILM)
+    sizer = Sizer(source, 2)
+    cap = int(sizer.backbone_params() * budget)
+    space, skipped = feasible_methods(load_space(None), sizer, cap)
+    space = space.for_budget(sizer, cap)
+    for number, entry in enumerate(load_portfolio(), start=1):
+        assert entry.method in space.methods, (entry.method, skipped.get(entry.method))
+        params, note = adapt_candidate(entry.candidate, f"entry {number}", space, sizer, cap)
+        assert params is not None, note
+        knobs = space.resolve(params)["knobs"]
+        stored = sizer.measure(entry.method, knobs).stored_params
+        assert 0 < stored <= cap, (entry.method, knobs, stored, cap)
+        assert knobs["learning_rate"] == entry.knobs["learning_rate"]
+
+
+def test_at_half_a_percent_of_minilm_the_first_entry_is_lora_r8_on_q_and_v():
+    sizer = Sizer(resolve_model(MINILM), 2)
+    cap = int(sizer.backbone_params() * 0.005)
+    space, _ = feasible_methods(load_space(None), sizer, cap)
+    first = space.for_budget(sizer, cap).resolve(portfolio_params(space, sizer, cap)[0])
+    assert first["method"] == "lora"
+    assert {k: first["knobs"][k] for k in ("r", "targets", "learning_rate")} == {
+        "r": 8, "targets": "qv", "learning_rate": 2e-3}
+
+
+def test_entries_come_first_then_uncovered_defaults_and_a_resume_adds_none(tiny_bert):
+    sizer = Sizer(resolve_model(str(tiny_bert)), 2)
+    cap = int(sizer.backbone_params() * 0.005)
+    space, _ = feasible_methods(load_space(None).restrict(["lora", "bitfit", "krona"]), sizer,
+                                cap)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    added = enqueue_portfolio(study, space, sizer, cap)
+    enqueue_uncovered_methods(study, space, sizer, cap)
+    queued = [t.system_attrs["fixed_params"] for t in study.trials]
+    assert added == 2  # the two LoRA entries; bitfit and krona have none
+    assert [p["method"] for p in queued] == ["lora", "lora", "bitfit", "krona"]  # then defaults
+    assert queued[0]["lora.learning_rate"] == 2e-3
+    assert enqueue_portfolio(study, space, sizer, cap) == 0
+    assert len(study.trials) == 4
+    assert enqueue_portfolio(study, space, sizer, cap, skip={"lora", "bitfit"}) == 0
