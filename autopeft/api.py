@@ -42,8 +42,10 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
     console = console or Console(stderr=True)
     prepared = prepare_study(request, console)
     finished = sum(t.state.is_finished() for t in prepared.study.trials)
+    within = f" within the time budget {request.time_budget}" if request.time_budget else ""
     console.print(f"study '{prepared.name}' ({finished} finished trials so far) → adding "
-                  f"{request.trials} trained trials")
+                  f"up to {request.trials} trained trials{within}, {prepared.request.epochs} "
+                  "epoch(s) each")
     settings = engine_settings(request, request.trials)
     outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
                          prepared.inputs.search_data, prepared.context, settings,

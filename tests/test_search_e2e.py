@@ -10,9 +10,10 @@ from autopeft import study as records
 from autopeft.report.plots import CHANCE_LABEL
 from autopeft.report.tables import chance_level
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
+from autopeft.testing import keyword_task
 from tests.test_cli import run_cli
 
-BUDGET = "2%"  # of the tiny BERT's 2,041,152 backbone params = 40,823
+BUDGET = "2%"  # of the tiny BERT's 2,036,992 backbone params = 40,739
 SPACE = """
 methods:
   bitfit:
@@ -26,11 +27,14 @@ methods:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory, tiny_bert, mrpc_dir):
+    """On a task the tiny BERT learns (real MRPC leaves every trial at chance, and points at
+    chance are not retrained): seeded, one LoRA trial learns it, the BitFit ones do not."""
     work = tmp_path_factory.mktemp("search")
     (work / "space.yaml").write_text(SPACE)
+    data = keyword_task(work / "keywords", mrpc_dir / "train.tsv", train_size=800, dev_size=100)
     args = ["search", "--task", "mrpc", "--budget", BUDGET, "--model", str(tiny_bert),
-            "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "4",
-            "--max-train-samples", "160", "--sampler", "random", "--seed", "1",
+            "--data-dir", str(data), "--space", "space.yaml", "--trials", "4",
+            "--max-train-samples", "800", "--epochs", "3", "--sampler", "random", "--seed", "1",
             "--study", "tiny", "--concurrency", "2", "--final-seeds", "2"]
     result = run_cli(*args, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,6 +47,11 @@ def _open(work):
 
 def load(work, name="trials.csv"):
     return pd.read_csv(work / "reports" / "tiny" / name)
+
+
+def learned(front: pd.DataFrame) -> pd.DataFrame:
+    """The points that beat chance: the ones the final runs retrain."""
+    return front[front.score > front.chance_score]
 
 
 def test_search_writes_report_and_artifacts(first_run):
@@ -66,19 +75,22 @@ def test_search_writes_report_and_artifacts(first_run):
     assert "trainable params:" in result.stderr  # peft-style line per trial
 
 
-def test_each_trial_is_marked_by_whether_it_beat_chance(first_run, mrpc_dir):
+def test_each_trial_is_marked_by_whether_it_beat_chance(first_run):
     """The chance level is what a constant prediction scores on the selection split; a trial
     at or below it carries a violated Optuna constraint, so samplers do not chase it."""
     work, _, _ = first_run
     task = get_task("mrpc")
-    _, selection = selection_split(load_task_data(task, mrpc_dir).train, task, 0.1, 1)
+    _, selection = selection_split(load_task_data(task, work / "keywords").train, task, 0.1, 1)
     chance = chance_score(task, selection.label.to_numpy())
-    assert 0.5 < chance < 1  # MRPC's selection split: mostly paraphrases
+    assert 0.5 < chance < 1  # half positive: always answering 1 scores (0.5 + 2/3) / 2
     complete = _open(work).get_trials(states=(TrialState.COMPLETE,))
+    marks = set()
     for trial in complete:
         assert trial.user_attrs[records.ATTR_CHANCE] == pytest.approx(chance)
         violated = trial.constraints[records.CONSTRAINT_BEATS_CHANCE] > 0
         assert violated == (trial.values[0] <= chance), (trial.values[0], chance)
+        marks.add(violated)
+    assert marks == {True, False}  # seeded: trials on both sides of chance
     listed = load(work).set_index("trial")
     assert listed.chance_score[[t.number for t in complete]].tolist() == pytest.approx(
         [chance] * len(complete))
@@ -93,7 +105,7 @@ def test_each_trial_is_marked_by_whether_it_beat_chance(first_run, mrpc_dir):
 def test_over_budget_candidates_are_recorded_and_never_trained(first_run):
     work, _, result = first_run
     trials = load(work)
-    budget = 40_823
+    budget = 40_739
     infeasible = trials[trials.state == "INFEASIBLE"]
     assert len(infeasible) >= 1, "seeded random sampler proposes r=64 at least once"
     assert (infeasible.stored_params == 114_688).all()
@@ -107,7 +119,7 @@ def test_over_budget_candidates_are_recorded_and_never_trained(first_run):
 def test_pareto_front_is_non_dominated_within_budget_with_dev_scores(first_run):
     work, _, _ = first_run
     trials, front = load(work), load(work, "pareto.csv")
-    complete = trials[(trials.state == "COMPLETE") & (trials.stored_params <= 40_823)]
+    complete = trials[(trials.state == "COMPLETE") & (trials.stored_params <= 40_739)]
     assert len(front) >= 1
     for row in front.itertuples():
         dominated = complete[(complete.score >= row.score)
@@ -117,24 +129,34 @@ def test_pareto_front_is_non_dominated_within_budget_with_dev_scores(first_run):
         assert dominated.empty, f"trial {row.trial} is dominated"
     best = complete.score.max()
     assert best in set(front.score)
-    assert front.dev_score.between(0, 1).all()
+    assert learned(front).dev_score.between(0, 1).all()
+    at_chance = front.drop(learned(front).index)
+    assert at_chance.dev_score.isna().all()
+    assert (at_chance.dev_note == "at chance: not retrained").all()
 
 
 def test_front_points_are_retrained_with_k_seeds(first_run):
+    """Every point that beat chance; a point at chance learned nothing and is not retrained."""
     work, _, result = first_run
     front = load(work, "pareto.csv")
+    retrained, at_chance = learned(front), front.drop(learned(front).index)
+    assert len(retrained) >= 1 and len(at_chance) >= 1  # seeded: both kinds on the front
     points = records.final_runs(_open(work))
-    assert sorted(points) == sorted(front.trial)
-    assert (front.dev_seeds == 2).all()
-    for row in front.itertuples():
+    assert sorted(points) == sorted(retrained.trial)
+    assert (retrained.dev_seeds == 2).all() and (at_chance.dev_seeds == 0).all()
+    for row in retrained.itertuples():
         runs = records.final_seed_runs(points[row.trial])
         scores = [r["metrics"]["score"] for r in runs]
         assert len(scores) == 2 and runs[0]["seed"] != runs[1]["seed"]
         assert row.dev_score == pytest.approx(sum(scores) / 2)
         assert row.dev_score_std == pytest.approx(abs(scores[0] - scores[1]) / 2**0.5)
-        assert points[row.trial]["train_samples"] == 160  # the cap, taken from train+selection
-    assert result.stderr.count("✔ final trial") == 2 * len(front)  # one line per seed
-    assert "± " in (work / "reports" / "tiny" / "summary.md").read_text()
+        assert points[row.trial]["train_samples"] == 800  # the cap, taken from train+selection
+    assert result.stderr.count("✔ final trial") == 2 * len(retrained)  # one line per seed
+    for row in at_chance.itertuples():  # one line per point skipped, saying why
+        assert (f"trial {row.trial} {row.method} not retrained: its selection score "
+                f"{row.score:.4f} is at or below chance") in result.stderr
+    summary = (work / "reports" / "tiny" / "summary.md").read_text()
+    assert "± " in summary and "at chance: not retrained" in summary
 
 
 def test_resume_adds_trials_without_losing_or_duplicating(first_run):
@@ -148,7 +170,7 @@ def test_resume_adds_trials_without_losing_or_duplicating(first_run):
     after = load(work)
     # finished seeds are not retrained: only points new to the front are
     points = records.final_runs(_open(work))
-    front = set(load(work, "pareto.csv").trial)
+    front = set(learned(load(work, "pareto.csv")).trial)
     assert set(points) >= front
     for number in front & set(retrained):
         assert points[number] == retrained[number]  # same runs, seeds and timestamps
@@ -182,6 +204,6 @@ def test_resuming_with_another_budget_is_refused(first_run):
     other[other.index("--budget") + 1] = "3%"
     result = run_cli(*other, cwd=work)
     assert result.returncode == 2
-    assert "study 'tiny' was made with budget_params=40823" in result.stderr
+    assert "study 'tiny' was made with budget_params=40739" in result.stderr
     study = records.open_study("tiny", records.make_storage(None, work / "studies" / "tiny"), None)
-    assert records.study_setup(study).budget_params == 40_823
+    assert records.study_setup(study).budget_params == 40_739

@@ -191,3 +191,29 @@ def test_trials_still_running_at_the_hard_stop_are_pruned_not_interrupted(
 
 def test_the_clock_shows_hours_from_an_hour_on():
     assert (clock(65), clock(3600 + 125)) == ("1m05s", "1h02m05s")
+
+
+def test_no_trial_starts_that_would_not_finish_before_the_hard_stop(monkeypatch):
+    from ray.tune.search import Searcher
+
+    from autopeft.engine import runner
+
+    class Proposals(Searcher):
+        def suggest(self, trial_id):
+            return {"x": 1}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            pass
+
+    now = [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    limiter = runner._TimeBudget(Proposals(), 1, budget_s=600)  # hard stop at 750 s
+    assert limiter.suggest("a") == {"x": 1}  # nothing finished yet: no estimate, it starts
+    now[0] += 300
+    limiter.on_trial_complete("a", {"score": 0.5})  # trials take 300 s
+    assert limiter.suggest("b") == {"x": 1}  # at 300 s: would end at 600 s, before 750 s
+    now[0] += 200
+    limiter.on_trial_complete("b", {"score": 0.5}, error=True)  # a crash estimates nothing
+    assert limiter.durations == [300.0]
+    assert limiter.suggest("c") == Searcher.FINISHED  # at 500 s it would end at 800 s > 750 s
+    assert limiter.out_of_time

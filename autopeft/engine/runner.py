@@ -187,6 +187,8 @@ class _TimeBudget(ConcurrencyLimiter):
 
     Hand-written because Ray's `TuneConfig(time_budget_s=...)` stops the running trials too,
     wasting their compute; here they finish, and Ray's budget only bounds how long they may.
+    Nor does a trial start that would not finish before that bound, judged by the mean
+    duration of the trials finished so far: its compute would be thrown away.
     """
 
     def __init__(self, searcher: Searcher, concurrency: int, budget_s: float | None):
@@ -194,23 +196,34 @@ class _TimeBudget(ConcurrencyLimiter):
         self.budget_s = budget_s
         self.started = time.monotonic()
         self.out_of_time = False  # a proposal was refused for want of time
-        self.running: set[str] = set()
+        self.running: dict[str, float] = {}  # trial id → when it was proposed
+        self.durations: list[float] = []  # of the trials finished so far
 
     def _past(self, seconds: float | None) -> bool:
         return seconds is not None and time.monotonic() - self.started >= seconds
 
+    def _too_late(self) -> bool:
+        """Past the budget, or a trial started now would outlast the hard stop."""
+        if self.budget_s is None:
+            return False
+        expected = sum(self.durations) / len(self.durations) if self.durations else 0.0
+        return (self._past(self.budget_s)
+                or self._past(hard_stop_s(self.budget_s) - expected))
+
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self._past(self.budget_s):
+        if self._too_late():
             self.out_of_time = True
             return Searcher.FINISHED
         config = super().suggest(trial_id)
         if config not in (None, Searcher.FINISHED):
-            self.running.add(trial_id)
+            self.running[trial_id] = time.monotonic()
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        self.running.discard(trial_id)
+        began = self.running.pop(trial_id, None)
+        if began is not None and not error:
+            self.durations.append(time.monotonic() - began)
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def settle_overrun(self) -> int:
