@@ -57,6 +57,9 @@ TimeBudget = Annotated[str | None, typer.Option(
     help="stop proposing trials after this long (45m, 2h, 1h30m, 90s, 600 seconds; --trials "
          "stays a cap); running trials finish, but none runs past a quarter of the budget "
          "(at least a minute) beyond it; then the final runs")]
+Portfolio = Annotated[str | None, typer.Option(
+    help="YAML of first candidates tried before the sampler (default: the bundled "
+         "search_spaces/portfolio.yaml), or none")]
 Pooling = Annotated[str, typer.Option(
     help="how the head reads the tokens: auto (mean for sentence-transformers checkpoints "
          "pooled by mean, else the architecture's own), cls, or mean (models with a pooler)")]
@@ -93,6 +96,7 @@ def search(
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
+    portfolio: Portfolio = None,
     pooling: Pooling = "auto",
     freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
@@ -138,6 +142,7 @@ def sweep(
     studies_dir: str = "studies",
     reports_dir: str = "reports",
     trust_remote_code: bool = False,
+    portfolio: Portfolio = None,
     pooling: Pooling = "auto",
     freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
@@ -296,7 +301,8 @@ def _print_front(result: api.SearchResult) -> None:
                   f"{winner.stored_params:,} stored params; dev "
                   f"{fmt.dev_score(winner.dev_score, winner.dev_score_std, winner.dev_seeds)}"
                   f"{chance}", highlight=False)
-    out.print(f"{result.infeasible} over-budget candidates rejected before training")
+    out.print(f"{result.infeasible} candidates rejected before training (over the budget, or "
+              "storing nothing beyond the head)")
     out.print(f"report: {result.report_dir}/summary.md · artifacts: {result.study_dir}/artifacts/")
 
 

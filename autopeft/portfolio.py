@@ -39,11 +39,24 @@ class Entry:
         return {"method": self.method, "knobs": self.knobs}
 
 
-def load_portfolio(path: Path = PORTFOLIO_FILE) -> list[Entry]:
-    """The entries, in order, each checked against its method's knobs."""
-    document = yaml.safe_load(Path(path).read_text()) or {}
+def load_portfolio(path: str | Path | None = None) -> list[Entry]:
+    """The entries of `path` (default: the bundled portfolio; "none": no entries), in order,
+    each checked against its method's knobs."""
+    if path == "none":
+        return []
+    path = Path(path) if path else PORTFOLIO_FILE
+    if not path.is_file():
+        raise AutoPeftError(f"portfolio file '{path}' not found (or pass --portfolio none)")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise AutoPeftError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("entries", []), list):
+        raise AutoPeftError(f"{path}: expected a mapping with a list under 'entries'")
     entries = []
     for number, raw in enumerate(document.get("entries", []), start=1):
+        if not isinstance(raw, dict):
+            raise AutoPeftError(f"{path}: entry {number} is not a mapping")
         method = raw.get("method")
         knobs = dict(raw.get("knobs") or {})
         for key in ("learning_rate", "warmup_ratio"):
@@ -75,7 +88,7 @@ def portfolio_params(space: SearchSpace, sizer: Sizer, budget: int,
 
 
 def enqueue_portfolio(study: optuna.Study, space: SearchSpace, sizer: Sizer, budget: int,
-                      skip: set[str] = frozenset()) -> int:
+                      skip: set[str] = frozenset(), entries: list[Entry] | None = None) -> int:
     """Enqueue the fitting entries (methods in `skip` left out) a study has not tried yet;
     how many were enqueued. A resumed study does not get them twice."""
     tried = [t.params for t in study.trials
@@ -83,7 +96,7 @@ def enqueue_portfolio(study: optuna.Study, space: SearchSpace, sizer: Sizer, bud
     tried += [t.system_attrs.get("fixed_params", {})
               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
     added = 0
-    for params in portfolio_params(space, sizer, budget):
+    for params in portfolio_params(space, sizer, budget, entries):
         if params[METHOD_PARAM] in skip or any(_same(params, t) for t in tried):
             continue
         study.enqueue_trial(params, skip_if_exists=True)

@@ -138,8 +138,15 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
                            batch_size=config.batch_size, seed=config.seed,
                            study_dir=str(out.parent), head=head)
     started = time.perf_counter()
+
+    def show_epoch(result) -> None:  # minutes per epoch on a CPU: say how far it is
+        if console is not None:
+            console.print(f"epoch {result.epoch}/{config.epochs}: train loss "
+                          f"{result.train_loss:.4f} ({result.train_seconds:.0f} s)",
+                          highlight=False)
+
     trained = fit_candidate(config.candidate(), tokenized(train), None, tokenizer, context,
-                            config.seed, rank=config.rank)
+                            config.seed, rank=config.rank, on_epoch_end=show_epoch)
     dev = evaluate(trained.model, tokenized(data.dev), tokenizer, task,
                    trained.settings.eval_batch_size)
     method, model = trained.method, trained.model

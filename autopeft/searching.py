@@ -25,7 +25,7 @@ from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.head import HeadSettings, resolve_head
 from autopeft.methods import parse_method_list
 from autopeft.models import build_meta_model, load_tokenizer, resolve_model
-from autopeft.portfolio import enqueue_portfolio
+from autopeft.portfolio import enqueue_portfolio, load_portfolio
 from autopeft.report import build_report, pareto_frame
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, load_space
@@ -68,6 +68,7 @@ class RunSettings:
     studies_dir: str = "studies"
     reports_dir: str = "reports"
     trust_remote_code: bool = False
+    portfolio: str | None = None  # first candidates: None the bundled file, "none", or a path
     pooling: str = "auto"  # head.POOLINGS: auto (mean for sentence-transformers models), cls, mean
     freeze_pooler: bool = False  # keep the pooler as loaded instead of training it as head
     final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
@@ -164,6 +165,7 @@ class CheckedRequest:
     inputs_key: tuple
     warm_front: list | None
     head: HeadSettings = field(default_factory=HeadSettings)
+    portfolio: list = field(default_factory=list)  # portfolio.Entry, tried first
 
     @property
     def study_name(self) -> str:
@@ -191,6 +193,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
         check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs,
                         request.epochs)
     space = load_space(request.space)
+    portfolio = load_portfolio(request.portfolio)
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))
     source = resolve_model(request.model, request.trust_remote_code)
@@ -212,7 +215,8 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
         check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs, epochs)
         request = dataclasses.replace(request, epochs=epochs)
     return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
-                          skipped, shared.tasks[inputs_key], inputs_key, warm_front, head)
+                          skipped, shared.tasks[inputs_key], inputs_key, warm_front, head,
+                          portfolio)
 
 
 def open_checked(checked: CheckedRequest, console: Console,
@@ -262,7 +266,7 @@ def open_checked(checked: CheckedRequest, console: Console,
         console.print(warm_start(study, request.warm_start, checked.warm_front, checked.space,
                                  checked.sizer, checked.budget_params).describe())
     known = enqueue_portfolio(study, checked.space, checked.sizer, checked.budget_params,
-                              skip=skip_coverage or set())
+                              skip=skip_coverage or set(), entries=checked.portfolio)
     if known:
         console.print(f"portfolio: {known} known-good configuration(s) first "
                       "(search_spaces/portfolio.yaml), then the sampler")

@@ -27,6 +27,7 @@ from autopeft.methods.lora import peft_quietly
 from autopeft.predict import predict_file
 from autopeft.report import fmt
 from autopeft.retrain import read_train_config, train_from_config
+from autopeft.testing import keyword_task
 from tests.test_cli import assert_one_line_error, run_cli
 
 SPACE = """
@@ -43,23 +44,34 @@ BUDGET_LINE = "2% = 40,739 stored params"  # of the tiny BERT's 2,036,992 backbo
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, tiny_bert, mrpc_dir):
-    """3 trained trials (bitfit and lora), the front retrained with 2 seeds each."""
+    """3 trained trials (bitfit and lora), the front retrained with 2 seeds each.
+
+    On a task the tiny BERT learns: points at chance (all of them on real MRPC at this size)
+    are not retrained. Seeded, a LoRA trial learns it and is the best point.
+    """
     work = tmp_path_factory.mktemp("export")
     shutil.copytree(tiny_bert, work / "tinybert")
     (work / "space.yaml").write_text(SPACE)
+    data = keyword_task(work / "keywords", mrpc_dir / "train.tsv", train_size=800, dev_size=100)
     result = run_cli("search", "--task", "mrpc", "--budget", "2%", "--model", "tinybert",
-                     "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "3",
-                     "--max-train-samples", "64", "--batch-size", "16", "--sampler", "random",
-                     "--seed", "1", "--study", "tiny", "--final-seeds", "2", cwd=work)
+                     "--data-dir", str(data), "--space", "space.yaml", "--trials", "3",
+                     "--max-train-samples", "800", "--epochs", "3", "--batch-size", "16",
+                     "--sampler", "random", "--seed", "1", "--study", "tiny",
+                     "--final-seeds", "2", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 
 
 @pytest.fixture(scope="module")
 def exported(searched):
-    """`export --best` into best/ and `export --trial <a lora trial>` into lora/."""
+    """`export --best` into best/ and `export --trial <a lora trial>` into lora/ (one not
+    retrained, so its own search artifact is what is exported)."""
     trials = pd.read_csv(searched / "reports" / "tiny" / "trials.csv")
-    lora = int(trials[(trials.method == "lora") & (trials.state == "COMPLETE")].trial.iloc[0])
+    retrained = set(records.final_runs(records.read_study("tiny", None, searched / "studies")))
+    loras = trials[(trials.method == "lora") & (trials.state == "COMPLETE")
+                   & ~trials.trial.isin(retrained)]
+    assert len(loras), "seeded: a LoRA trial at chance, not retrained"
+    lora = int(loras.trial.iloc[0])
     best = run_cli("export", "best", "--study", "tiny", "--best", cwd=searched)
     assert best.returncode == 0, best.stderr[-3000:]
     by_trial = run_cli("export", "lora", "--study", "tiny", "--trial", str(lora), cwd=searched)
@@ -94,7 +106,9 @@ def _logits(model, tokenizer, rows: pd.DataFrame) -> torch.Tensor:
 def test_export_best_is_the_top_dev_point_as_retrained_and_loads_to_its_logits(
         searched, exported, mrpc_dir, monkeypatch, tmp_path):
     pareto = _pareto(searched)
-    best = int(pareto.loc[pareto.dev_score.idxmax(), "trial"])  # every point has a dev score
+    learned = pareto[pareto.score > pareto.chance_score]  # the points retrained
+    assert learned.dev_score.notna().all() and pareto.dev_score.isna().any()
+    best = int(learned.loc[learned.dev_score.idxmax(), "trial"])
     assert f"exported trial {best} " in exported["best_stdout"]
     config = json.loads((exported["best"] / "autopeft_config.json").read_text())
     assert config["export"]["trial"] == best and config["export"]["study"] == "tiny"
@@ -105,7 +119,7 @@ def test_export_best_is_the_top_dev_point_as_retrained_and_loads_to_its_logits(
     shipped = {p.name for p in source.iterdir()}
     assert {p.name for p in exported["best"].iterdir()} == shipped | {"README.md",
                                                                       "train_config.yaml"}
-    for name in shipped - {"autopeft_config.json"}:
+    for name in shipped - {"autopeft_config.json", "README.md"}:  # the card replaces peft's
         assert filecmp.cmp(source / name, exported["best"] / name, shallow=False), name
 
     rows = _dev_rows(mrpc_dir)
@@ -186,7 +200,7 @@ def test_model_card_says_what_was_searched_measured_and_how_to_use_it(searched, 
         assert f"autopeft predict {folder} --input" in card
         assert f"autopeft train --config {folder}/train_config.yaml" in card
         # the search's batch size, known from the final runs even for a trial off the front
-        assert "| training | 1 epoch(s), batch size 16, learning rate " in card
+        assert "| training | 3 epoch(s), batch size 16, learning rate " in card
         assert "assumed" not in card
     assert "lora" in (exported["lora"] / "README.md").read_text().splitlines()[0]
 
@@ -375,8 +389,8 @@ def test_predict_regression_gives_one_value_per_row(tiny_bert, tmp_path):
 # --- train --config -----------------------------------------------------------------------------
 def test_train_config_reproduces_the_exported_final_run(searched, exported, mrpc_dir):
     config = yaml.safe_load((exported["best"] / "train_config.yaml").read_text())
-    assert config["data_dir"] == str(mrpc_dir.resolve())
-    assert config["max_train_samples"] == 64 and config["batch_size"] == 16
+    assert config["data_dir"] == str((searched / "keywords").resolve())
+    assert config["max_train_samples"] == 800 and config["batch_size"] == 16
     result = run_cli("train", "--config", "best/train_config.yaml", "--out", "retrained",
                      cwd=searched)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -65,3 +65,30 @@ def test_entries_come_first_then_uncovered_defaults_and_a_resume_adds_none(tiny_
     assert enqueue_portfolio(study, space, sizer, cap) == 0
     assert len(study.trials) == 4
     assert enqueue_portfolio(study, space, sizer, cap, skip={"lora", "bitfit"}) == 0
+
+
+def test_a_search_tries_the_portfolio_first_and_none_turns_it_off(tmp_path, tiny_bert, mrpc_dir):
+    from autopeft import study as records
+    from autopeft.space import candidate_from_params
+    from autopeft.testing import keyword_task
+    from tests.test_cli import run_cli
+
+    data = keyword_task(tmp_path / "keywords", mrpc_dir / "train.tsv", train_size=200,
+                        dev_size=50)
+    common = ["search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
+              "--data-dir", str(data), "--methods", "lora,bitfit", "--trials", "2",
+              "--epochs", "1", "--final-seeds", "0"]
+    firsts = {}
+    for name, extra in (("with", []), ("without", ["--portfolio", "none"])):
+        result = run_cli(*common, "--study", name, *extra, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert ("portfolio: 2 known-good configuration(s) first" in result.stderr) == (
+            name == "with")
+        study = records.read_study(name, None, tmp_path / "studies")
+        trial = min(study.trials, key=lambda t: t.number)
+        firsts[name] = candidate_from_params(trial.params,
+                                             trial.user_attrs.get(records.ATTR_DERIVED))
+    assert firsts["with"]["method"] == "lora"
+    assert {k: firsts["with"]["knobs"][k] for k in ("r", "targets", "learning_rate")} == {
+        "r": 8, "targets": "qv", "learning_rate": 2e-3}
+    assert firsts["without"]["method"] == "bitfit"  # methods' defaults, families taking turns

@@ -37,7 +37,8 @@ def searched(tmp_path_factory, tiny_bert, mrpc_dir) -> Path:
     result = run_cli("search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
                      "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "3",
                      "--max-train-samples", "64", "--batch-size", "16", "--sampler", "random",
-                     "--seed", "1", "--study", STUDY, "--final-seeds", "0", cwd=work)
+                     "--seed", "1", "--study", STUDY, "--final-seeds", "0", "--epochs", "1",
+                     cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 

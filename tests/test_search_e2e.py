@@ -35,7 +35,8 @@ def first_run(tmp_path_factory, tiny_bert, mrpc_dir):
     args = ["search", "--task", "mrpc", "--budget", BUDGET, "--model", str(tiny_bert),
             "--data-dir", str(data), "--space", "space.yaml", "--trials", "4",
             "--max-train-samples", "800", "--epochs", "3", "--sampler", "random", "--seed", "1",
-            "--study", "tiny", "--concurrency", "2", "--final-seeds", "2"]
+            "--study", "tiny", "--concurrency", "2", "--final-seeds", "2",
+            "--portfolio", "none"]  # each method at its defaults first (tests/test_portfolio.py)
     result = run_cli(*args, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, args, result
@@ -72,6 +73,11 @@ def test_search_writes_report_and_artifacts(first_run):
         artifact = work / "studies" / "tiny" / "artifacts" / f"trial-{number:04d}"
         assert (artifact / "autopeft_config.json").exists()
     assert "Pareto front of tiny" in result.stdout
+    # the answer, judged on dev beside what always answering one label scores there
+    dev = load_task_data(get_task("mrpc"), work / "keywords").dev
+    chance = chance_score(get_task("mrpc"), dev.label.to_numpy())
+    assert "winner (best selection score): trial" in result.stdout
+    assert f"a constant prediction scores {chance:.4f} on dev" in result.stdout
     assert "trainable params:" in result.stderr  # peft-style line per trial
 
 
@@ -113,7 +119,7 @@ def test_over_budget_candidates_are_recorded_and_never_trained(first_run):
     for number in infeasible.trial:
         assert not (work / "studies" / "tiny" / "artifacts" / f"trial-{number:04d}").exists()
     assert (trials[trials.state == "COMPLETE"].stored_params <= budget).all()
-    assert f"{len(infeasible)} over-budget candidates rejected" in result.stdout
+    assert f"{len(infeasible)} candidates rejected before training" in result.stdout
 
 
 def test_pareto_front_is_non_dominated_within_budget_with_dev_scores(first_run):

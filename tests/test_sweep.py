@@ -1,7 +1,9 @@
 """Sweeps: a grid of studies run together, trials shared between budgets, resumed, reported.
 
 The end-to-end tests run the real `autopeft sweep` on the tiny BERT: MRPC and its shuffled-label
-control at two budgets (4 studies), with Ray on loopback.
+control at two budgets (4 studies), with Ray on loopback. The main sweep's MRPC is a keyword task
+the tiny BERT learns (`autopeft.testing.keyword_task`): points at chance are not retrained, and
+real MRPC leaves every point at chance at this size.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from autopeft.engine.sweep import SweepMember, SweepSearcher
 from autopeft.reuse import ATTR_REUSED
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from autopeft.tasks.data import shuffled_labels
+from autopeft.testing import keyword_task
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_faults import Search
 
@@ -44,7 +47,16 @@ def _args(tiny_bert: Path, glue_root: Path, trials: int = TRIALS, name: str = "d
     return ["sweep", "--tasks", ",".join(TASKS), "--budgets", ",".join(BUDGETS),
             "--models", str(tiny_bert), "--trials", str(trials), "--data-dir", str(glue_root),
             "--space", "space.yaml", "--max-train-samples", "160", "--sampler", "random",
-            "--final-seeds", str(final_seeds), "--sweep", name, "--concurrency", "2"]
+            "--final-seeds", str(final_seeds), "--sweep", name, "--concurrency", "2",
+            "--epochs", "1"]
+
+
+def _swept_args(tiny_bert: Path, glue_root: Path) -> list[str]:
+    """The `swept` fixture's sweep: enough data and epochs for a LoRA point to beat chance."""
+    args = _args(tiny_bert, glue_root, final_seeds=1)
+    args[args.index("--max-train-samples") + 1] = "800"
+    args[args.index("--epochs") + 1] = "3"
+    return args
 
 
 def _studies(work: Path, name: str = "demo") -> dict[str, object]:
@@ -57,7 +69,8 @@ def _studies(work: Path, name: str = "demo") -> dict[str, object]:
 def swept(tmp_path_factory, tiny_bert, mrpc_dir):
     work = tmp_path_factory.mktemp("sweep")
     (work / "space.yaml").write_text(SPACE)
-    result = run_cli(*_args(tiny_bert, mrpc_dir.parent, final_seeds=1), cwd=work)
+    keyword_task(work / "glue" / "MRPC", mrpc_dir / "train.tsv", train_size=800, dev_size=100)
+    result = run_cli(*_swept_args(tiny_bert, work / "glue"), cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, result
 
@@ -181,11 +194,12 @@ def test_shuffled_labels_keep_counts_and_break_the_link(mrpc_dir):
     assert again.label.equals(control.train.label)  # seeded: every trial sees the same data
 
 
-def test_the_control_scores_at_chance(swept, mrpc_dir):
+def test_the_control_scores_at_chance(swept):
     """Nothing can be learnt from shuffled labels: no candidate beats a constant guess."""
     work, _ = swept
     task = get_task("mrpc:shuffled")
-    _, selection = selection_split(load_task_data(task, mrpc_dir).train, task, 0.1, 0)
+    data = load_task_data(task, work / "glue" / "MRPC")
+    _, selection = selection_split(data.train, task, 0.1, 0)
     labels = selection.label.to_numpy()
     constant = chance_score(task, labels)
     slack = 3 * np.sqrt(0.25 / len(labels))  # three standard errors of a coin-flip accuracy
@@ -265,14 +279,14 @@ def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, tiny_bert, mrp
 
 @pytest.mark.parametrize(("flag", "value", "needle"), [
     ("--budgets", "1%", "sweep 'demo' exists with another grid"),
-    ("--max-train-samples", "320", "other training settings (--max-train-samples 160 → 320)"),
+    ("--max-train-samples", "320", "other training settings (--max-train-samples 800 → 320)"),
 ])
 def test_another_grid_or_training_under_an_existing_name_is_refused(swept, tiny_bert, mrpc_dir,
                                                                    flag, value, needle):
     work, _ = swept
     manifest = work / "studies" / "demo.sweep" / "sweep.json"
     before = manifest.read_text()
-    args = _args(tiny_bert, mrpc_dir.parent, final_seeds=1)
+    args = _swept_args(tiny_bert, work / "glue")
     args[args.index(flag) + 1] = value
     assert_one_line_error(run_cli(*args, cwd=work), needle)
     assert manifest.read_text() == before

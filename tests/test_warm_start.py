@@ -153,7 +153,7 @@ def test_search_trains_the_warm_started_configurations_first(tmp_path, tiny_bert
     result = run_cli("search", "--task", "mrpc", "--budget", str(BUDGET), "--model",
                      str(tiny_bert), "--data-dir", str(mrpc_dir), "--space", "space.yaml",
                      "--warm-start", "src", "--trials", "3", "--max-train-samples", "64",
-                     "--study", "new", "--final-seeds", "0", cwd=tmp_path)
+                     "--study", "new", "--final-seeds", "0", "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("warm start from 'src': 3 configuration(s) enqueued (1 shrunk to fit: trial 2 "
             "lora r 8→2), 1 dropped (trial 3 adapter_houlsby: not in this search)"

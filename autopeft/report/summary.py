@@ -58,7 +58,7 @@ def _best(pareto: pd.DataFrame, setup: StudySetup) -> str:
         f"Trial #{row['trial']} ({row['method']}) reached a selection {setup.primary_metric} "
         f"of **{fmt.score(row['score'])}** with {fmt.count(row['stored_params'])} stored "
         f"parameters ({fmt.percent(row['budget_used'])} of the budget); "
-        f"dev score {_dev(row)}.\n\n"
+        f"dev score {views.dev(row)}.\n\n"
         f"Knobs: {fmt.knobs(row_knobs(row))}."
     )
     return f"## Best selection score\n\n{text}"
@@ -68,29 +68,14 @@ def _front_table(pareto: pd.DataFrame) -> str:
     title = "## Pareto front (within budget, cheapest first)"
     if pareto.empty:
         return f"{title}\n\nEmpty: no completed trial within the budget yet."
-    return f"{title}\n\n{markdown_table(*_noted(views.front_table(pareto), pareto))}"
+    return f"{title}\n\n{markdown_table(*views.front_table(pareto))}"
 
 
 def _best_per_method(best: pd.DataFrame) -> str:
     title = "## Best per method (within budget)"
     if best.empty:
         return f"{title}\n\nNo completed trial within the budget yet."
-    return f"{title}\n\n{markdown_table(*_noted(views.best_table(best), best))}"
-
-
-def _dev(row: pd.Series) -> str:
-    """The row's dev score, or why it has none where that is known (at chance)."""
-    note = row.get(DEV_NOTE)
-    return note if isinstance(note, str) else views.dev(row)
-
-
-def _noted(table: tuple[list[str], views.Rows], frame: pd.DataFrame
-           ) -> tuple[list[str], views.Rows]:
-    """`table` (rows in `frame`'s order) with each dev cell as `_dev` words it."""
-    header, rows = table
-    at = next(i for i, name in enumerate(header) if name.startswith("dev score"))
-    cells = [_dev(row) for _, row in frame.iterrows()]
-    return header, [(*r[:at], cell, *r[at + 1:]) for r, cell in zip(rows, cells, strict=True)]
+    return f"{title}\n\n{markdown_table(*views.best_table(best))}"
 
 
 def _figures() -> str:

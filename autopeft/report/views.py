@@ -10,7 +10,14 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from autopeft.report import fmt
-from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, STATE_INFEASIBLE, row_knobs
+from autopeft.report.tables import (
+    DEV_NOTE,
+    DEV_SCORE,
+    DEV_SEEDS,
+    DEV_STD,
+    STATE_INFEASIBLE,
+    row_knobs,
+)
 from autopeft.study import StudySetup
 
 Rows = list[tuple[str, ...]]
@@ -85,7 +92,11 @@ def best_table(best: pd.DataFrame) -> tuple[list[str], Rows]:
 
 
 def dev(row: pd.Series) -> str:
-    """The row's dev score as `mean ± std (K=k)`, or — when it was never evaluated on dev."""
+    """The row's dev score as `mean ± std (K=k)`; else why it has none where that is known
+    (`at chance: not retrained`), or — when it was never evaluated on dev."""
+    note = row.get(DEV_NOTE)
+    if isinstance(note, str):
+        return note
     return fmt.dev_score(row.get(DEV_SCORE), row.get(DEV_STD), row.get(DEV_SEEDS, 0))
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from autopeft.artifacts import save_artifact
 from autopeft.budget import count_params, trainable_line
-from autopeft.errors import AutoPeftError
+from autopeft.errors import AutoPeftError, EmptyDelta
 from autopeft.head import HeadSettings, freeze_pooler
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
@@ -138,8 +138,6 @@ def run_trial(
 
     def empty(method: Method, when: str) -> Exception:
         """A head-only trial is no result of its method: it fails (never COMPLETE), saying why."""
-        from autopeft.errors import EmptyDelta  # imported here: this change keeps to run_trial
-
         return EmptyDelta(f"trial {number}: {method.name} stores nothing beyond the head "
                           f"(0 stored params {when}): only the task head would be trained")
 
