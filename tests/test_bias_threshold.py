@@ -21,7 +21,7 @@ from tests.roundtrip import assert_artifact_roundtrip
 from tests.test_methods import _batch, _train
 from tests.test_sparse import ListSource
 
-TINY_BIASES = 1_280  # 2 × (4·64 attn + 2·64 LayerNorm + 128 + 64 FFN) + 64 emb. LN + 64 pooler
+TINY_BIASES = 1_216  # 2 × (4·64 attn + 2·64 LayerNorm + 128 + 64 FFN) + 64 emb. LN (pooler: head)
 
 
 def _effective(model, tensor_name):
@@ -90,7 +90,8 @@ def test_bias_pruning_keeps_the_best_within_k_trains_only_them_and_roundtrips(
         kept = {n: torch.arange(scores[n].numel()) for n in scores if n in trainable}
         used = sum(scores[n].numel() for n in kept)
         assert 0 < used <= k and method.stored_params(model) == used
-        assert trainable - set(kept) == {"classifier.weight", "classifier.bias"}
+        assert trainable - set(kept) == {"classifier.weight", "classifier.bias",  # the head
+                                         "bert.pooler.dense.weight", "bert.pooler.dense.bias"}
         assert kept.keys() == set(greedy_vectors(scores, k))
         assert method.changed_entries(model) == {n: scores[n].numel() for n in kept}
     # restored after the warm-up: biases pretrained, head as initialised

@@ -12,6 +12,8 @@ from autopeft.methods.targets import ROLE_SETS, resolve_roles
 from autopeft.models import build_meta_model, load_model, resolve_model
 from autopeft.sizing import Sizer
 
+TINY_HEAD = (64 * 64 + 64) + (64 * 2 + 2)  # the tiny BERT's pooler + classifier
+
 
 @pytest.mark.parametrize(
     ("spec", "backbone", "expected"),
@@ -58,23 +60,24 @@ def test_lora_count_is_rank_times_in_plus_out_per_adapted_matrix(tiny_bert, r, t
 
     model, method = _live(tiny_bert, "lora", {"r": r, "targets": targets})
     assert method.stored_params(model) == expected
-    assert method.head_params(model) == 64 * 2 + 2  # classifier weight + bias, charged apart
+    assert method.head_params(model) == TINY_HEAD  # pooler + classifier, charged apart
 
 
 def test_bitfit_count_is_the_sum_of_bias_sizes(tiny_bert):
     plain = load_model(resolve_model(str(tiny_bert)), num_labels=2)
     biases = sum(p.numel() for n, p in plain.named_parameters()
-                 if n.endswith(".bias") and not n.startswith("classifier"))
+                 if n.endswith(".bias") and not n.startswith("classifier") and ".pooler." not in n)
     model, method = _live(tiny_bert, "bitfit", {})
     assert method.stored_params(model) == biases
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(n.endswith(".bias") or n.startswith("classifier") for n in trainable)
-    assert "classifier.weight" in trainable
+    assert all(n.endswith(".bias") or n.startswith("classifier") or ".pooler." in n
+               for n in trainable)
+    assert {"classifier.weight", "bert.pooler.dense.weight"} <= trainable  # the head trains
 
 
 def test_full_counts_the_whole_backbone(tiny_bert):
     model, method = _live(tiny_bert, "full", {})
-    assert method.stored_params(model) == count_params(model) - (64 * 2 + 2)
+    assert method.stored_params(model) == count_params(model) - TINY_HEAD
 
 
 @pytest.mark.parametrize(("name", "knobs"), [("lora", {"r": 4, "targets": "all"}), ("bitfit", {}),

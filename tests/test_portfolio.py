@@ -85,10 +85,11 @@ def test_a_search_tries_the_portfolio_first_and_none_turns_it_off(tmp_path, tiny
         assert ("portfolio: 2 known-good configuration(s) first" in result.stderr) == (
             name == "with")
         study = records.read_study(name, None, tmp_path / "studies")
-        trial = min(study.trials, key=lambda t: t.number)
-        firsts[name] = candidate_from_params(trial.params,
-                                             trial.user_attrs.get(records.ATTR_DERIVED))
-    assert firsts["with"]["method"] == "lora"
-    assert {k: firsts["with"]["knobs"][k] for k in ("r", "targets", "learning_rate")} == {
+        firsts[name] = [candidate_from_params(t.params, t.user_attrs.get(records.ATTR_DERIVED))
+                        for t in sorted(study.trials, key=lambda t: t.number)[:2]]
+    first, second = firsts["with"]
+    assert {k: first["knobs"][k] for k in ("r", "targets", "learning_rate")} == {
         "r": 8, "targets": "qv", "learning_rate": 2e-3}
-    assert firsts["without"]["method"] == "bitfit"  # methods' defaults, families taking turns
+    assert second["method"] == "lora" and second["knobs"]["targets"] == "all"  # entry 3
+    # without it, each method once at its defaults, families taking turns
+    assert [c["method"] for c in firsts["without"]] == ["lora", "bitfit"]

@@ -15,9 +15,9 @@ def test_sparse_family_search(tmp_path, tiny_bert, mrpc_dir):
     result = run_cli(
         "search", "--task", "mrpc", "--budget", "0.5%", "--model", str(tiny_bert),
         "--data-dir", str(mrpc_dir), "--methods", ",".join(METHODS), "--trials", str(len(METHODS)),
-        "--max-train-samples", "96", "--study", "sparse", cwd=tmp_path,
+        "--max-train-samples", "96", "--study", "sparse",
         # each method at its defaults (no portfolio), long enough for Threshold-Mask to flip
-        "--portfolio", "none", "--epochs", "10",
+        "--portfolio", "none", "--epochs", "10", cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = pd.read_csv(tmp_path / "reports" / "sparse" / "trials.csv")

@@ -33,7 +33,7 @@ from torch import nn
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
 from autopeft.methods.lora import peft_quietly
-from autopeft.methods.targets import head_module_names, model_type
+from autopeft.methods.targets import head_module_names, is_head_param, model_type
 
 
 @dataclass
@@ -42,8 +42,25 @@ class PromptConfig(MethodConfig):
                                    affects_size=True)
 
 
+# Soft prompts want learning rates of 1e-2 to 3e-1; the head (the classifier, and a pooler
+# trained from a random init) diverges there, so its groups are capped at this rate.
+HEAD_MAX_LR = 3e-3
+
+
 class PromptMethod(Method):
     """One peft prompt-learning method; subclasses name the peft config and its extra knobs."""
+
+    def parameter_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        """The base groups, with the head's tensors apart at min(learning rate, HEAD_MAX_LR)."""
+        head = {id(p) for n, p in self.delta_state(model).items() if is_head_param(n)}
+        head_lr = min(self.config.learning_rate, HEAD_MAX_LR)
+        groups = []
+        for group in super().parameter_groups(model, weight_decay):
+            prompt = [p for p in group["params"] if id(p) not in head]
+            heads = [p for p in group["params"] if id(p) in head]
+            groups += [{**group, "params": prompt}] if prompt else []
+            groups += [{**group, "params": heads, "lr": head_lr}] if heads else []
+        return groups
 
     @abstractmethod
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
