@@ -198,6 +198,8 @@ def main() -> None:
         args.json.write_text(json.dumps(outcome, indent=2))
     if "retrain" in parts:
         for side in ("grid", "search"):
+            if outcome[side].get("dev"):  # retrained by an earlier call
+                continue
             outcome[side]["dev"] = retrain_on_dev(outcome[side]["best"], args, console, side)
             args.json.write_text(json.dumps(outcome, indent=2))
     print("\n".join(summary(outcome)))
