@@ -322,13 +322,24 @@ def main() -> None:
         sys.exit(130 if interrupted else 2)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click usage errors (Typer >= 0.29 vendors its own click)
+        if isinstance(exc, _usage_error_types()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _usage_error_types() -> tuple[type, ...]:
+    """click's usage-error base class, and the one of the click copy Typer vendors."""
+    import click
+
+    types: list[type] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+        types.append(VendoredClickException)
+    except ImportError:
+        pass
+    return tuple(types)
 
 
 if __name__ == "__main__":
