@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from rich.console import Console
 
+from autopeft import names
 from autopeft import study as records
 from autopeft.budget import parse_budget
 from autopeft.errors import AutoPeftError
@@ -41,12 +42,17 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
 
     console = console or Console(stderr=True)
     prepared = prepare_study(request, console)
-    finished = sum(t.state.is_finished() for t in prepared.study.trials)
+    held = records.counted_trials(prepared.study)
+    to_add = request.trials - held
     within = f" within the time budget {request.time_budget}" if request.time_budget else ""
-    console.print(f"study '{prepared.name}' ({finished} finished trials so far) → adding "
-                  f"up to {request.trials} trained trials{within}, {prepared.request.epochs} "
+    if to_add <= 0:
+        console.print(f"study '{prepared.name}' holds {held} trained trials, --trials "
+                      f"{request.trials} reached: nothing to train (a larger --trials extends it)")
+        return finish_study(prepared, console)
+    console.print(f"study '{prepared.name}' holds {held} trained trials → this run adds up to "
+                  f"{to_add} (--trials {request.trials}){within}, {prepared.request.epochs} "
                   "epoch(s) each")
-    settings = engine_settings(request, request.trials)
+    settings = engine_settings(request, to_add)
     outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
                          prepared.inputs.search_data, prepared.context, settings,
                          prepared.study_dir / "ray", console)
@@ -61,20 +67,24 @@ def report(study: str | list[str], storage: str | None = None, studies_dir: str 
     `reports/compare-<a>-vs-<b>/`, linking each study's own report (rebuilt as well). Returns
     the single study's report directory, or the comparison's.
     """
-    names = list(dict.fromkeys([study] if isinstance(study, str) else study))
-    if not names:
+    studies = list(dict.fromkeys([study] if isinstance(study, str) else study))
+    if not studies:
         raise AutoPeftError("name at least one study to report")
-    loaded = [_stored_study(name, storage, studies_dir) for name in names]
-    if len(names) == 1:
-        return build_report(loaded[0], Path(out) if out else Path(reports_dir) / names[0])
-    own = [build_report(s, Path(reports_dir) / name) for s, name in zip(loaded, names, strict=True)]
-    target = Path(out) if out else Path(reports_dir) / comparison_name(names)
+    for name in studies:  # every name checked before any study is read or report written
+        names.check_name(name, "--study")
+    loaded = [_stored_study(name, storage, studies_dir) for name in studies]
+    if len(studies) == 1:
+        return build_report(loaded[0],
+                            Path(out) if out else names.inside(reports_dir, studies[0]))
+    own = [build_report(s, names.inside(reports_dir, name))
+           for s, name in zip(loaded, studies, strict=True)]
+    target = Path(out) if out else names.inside(reports_dir, comparison_name(studies))
     return build_comparison(loaded, own, target)
 
 
 def _stored_study(name: str, storage: str | None, studies_dir: str) -> optuna.Study:
     """An existing study by name; a one-line error naming the studies there are otherwise."""
-    study_dir = Path(studies_dir) / name
+    study_dir = names.inside(studies_dir, names.check_name(name, "--study"))
     if storage is None and not (study_dir / "optuna.journal").exists():
         known = sorted(p.name for p in Path(studies_dir).glob("*/optuna.journal"))
         raise AutoPeftError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -56,6 +57,8 @@ def parse_budget(spec: str) -> Budget:
         raise AutoPeftError(f"invalid budget '{spec}'; {_ACCEPTED}")
     number = float(match["num"])
     unit = (match["unit"] or "").lower()
+    if not math.isfinite(number):  # hundreds of digits read as inf
+        raise AutoPeftError(f"budget '{spec}' is too large; {_ACCEPTED}")
     if number <= 0:
         raise AutoPeftError(f"budget '{spec}' must be positive; {_ACCEPTED}")
     if unit == "%":

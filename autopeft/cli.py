@@ -12,6 +12,7 @@ from rich.table import Table
 
 from autopeft import api
 from autopeft.errors import AutoPeftError, SearchInterrupted
+from autopeft.options import check_folder, check_not_blank
 from autopeft.report import fmt
 
 app = typer.Typer(
@@ -65,6 +66,10 @@ Pooling = Annotated[str, typer.Option(
          "pooled by mean, else the architecture's own), cls, or mean (models with a pooler)")]
 FreezePooler = Annotated[bool, typer.Option(
     help="keep the pooler (BERT, DeBERTa-v2) as loaded instead of training it as head")]
+DropInvalidRows = Annotated[bool, typer.Option(
+    help="train without the data rows that cannot be used (no text, no label, a label the "
+         "task does not have, a line that does not parse) instead of refusing the file; the "
+         "rows dropped are counted in the report")]
 
 
 @app.command()
@@ -75,7 +80,9 @@ def search(
     data_dir: Annotated[str | None, typer.Option(help="GLUE TSV or CSV/JSONL files")] = None,
     methods: Methods = None,
     space: SpaceFile = None,
-    trials: Annotated[int, typer.Option(help="trained trials to add to the study")] = 12,
+    trials: Annotated[int, typer.Option(
+        help="trained trials the study holds when done: the same command again finishes an "
+             "interrupted search, a larger number extends a finished one")] = 12,
     concurrency: Concurrency = None,
     gpus_per_trial: GpusPerTrial = None,
     study: Annotated[str | None, typer.Option(help="name; same name resumes")] = None,
@@ -102,6 +109,7 @@ def search(
     final_seeds: FinalSeeds = 3,
     final_epochs: FinalEpochs = None,
     time_budget: TimeBudget = None,
+    drop_invalid_rows: DropInvalidRows = False,
 ) -> None:
     """Find the Pareto front of score vs stored parameters for a task under a budget."""
     request = api.SearchRequest(**{k: v for k, v in locals().items()})
@@ -148,6 +156,7 @@ def sweep(
     final_seeds: FinalSeeds = 3,
     final_epochs: FinalEpochs = None,
     time_budget: TimeBudget = None,
+    drop_invalid_rows: DropInvalidRows = False,
 ) -> None:
     """Search every (task, budget, model) of a grid on one Ray cluster; one combined report."""
     values = {k: v for k, v in locals().items() if k != "sweep_name"}
@@ -175,6 +184,10 @@ def report(
                       "reports/compare-<a>-vs-<b>/ for several studies)")] = None,
 ) -> None:
     """(Re)build reports/<study>/ from the stored study alone; several studies: a comparison."""
+    check_not_blank({"--storage": storage, "--out": out_dir, "--studies-dir": studies_dir,
+                     "--reports-dir": reports_dir})
+    check_folder(reports_dir, "--reports-dir")
+    check_folder(out_dir, "--out")
     if sweep_name and study:
         raise AutoPeftError("pass either --study (one or more) or --sweep, not both")
     if sweep_name:
@@ -207,6 +220,7 @@ def budget(
 @app.command()
 def methods(space: Annotated[str | None, typer.Option(help="search space YAML")] = None) -> None:
     """Registered methods, their knobs, defaults and searched ranges."""
+    check_not_blank({"--space": space})
     table = Table("method", "knob", "type", "default", "searched", "meaning")
     last = None
     for row in api.methods_overview(space):
@@ -237,6 +251,7 @@ def export(
     """Copy a trial's trained delta into OUT with a model card and a retraining config."""
     from autopeft.export import export_trial
 
+    check_not_blank({"--storage": storage, "--studies-dir": studies_dir})
     done = export_trial(study, destination, trial, best, storage, studies_dir,
                         search_artifact)
     out.print(f"exported trial {done.trial} ({done.method}) from {done.source} to {done.path}/",
@@ -257,8 +272,10 @@ def predict(
 ) -> None:
     """Predict each row of a file: class and class probabilities, or a regression score."""
     from autopeft.loading import load
-    from autopeft.predict import predict_file, write_predictions
+    from autopeft.predict import check_output, predict_file, write_predictions
 
+    check_not_blank({"--base-model": base_model})
+    check_output(output)  # before the model loads and every row is predicted
     loaded = load(artifact, base_model, trust_remote_code)
     result = predict_file(loaded, input_file, batch_size)
     write_predictions(result, output)
@@ -277,10 +294,14 @@ def train(
                       "trained/<task>-<method>-seed<seed>)")] = None,
 ) -> None:
     """Train one configuration through the search's training path and save its artifact."""
+    from autopeft.names import inside, sanitise
     from autopeft.retrain import read_train_config, train_from_config
 
+    check_not_blank({"--out": out_dir})
     parsed = read_train_config(config)
-    target = out_dir or f"trained/{parsed.task}-{parsed.method}-seed{parsed.seed}"
+    # the config's task and method are text from a file: made a name, so it stays in trained/
+    target = out_dir or inside("trained", sanitise(
+        f"{parsed.task}-{parsed.method}-seed{parsed.seed}"))
     path = train_from_config(parsed, target, console=err)
     out.print(f"artifact written to {path}/", highlight=False)
 
@@ -318,15 +339,15 @@ def main() -> None:
         line = escape(" ".join(str(exc).split()))
         interrupted = isinstance(exc, SearchInterrupted)
         err.print(f"[red]{'interrupted' if interrupted else 'error'}:[/red] {line}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, emoji=False)
         sys.exit(130 if interrupted else 2)
     except typer.Abort:
         sys.exit(130)
     except Exception as exc:  # click usage errors (Typer >= 0.29 vendors its own click)
-        if isinstance(exc, _usage_error_types()):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        if not isinstance(exc, _usage_error_types()):
+            raise
+        _show_usage_error(exc)
+        sys.exit(2)
 
 
 def _usage_error_types() -> tuple[type, ...]:
@@ -340,6 +361,24 @@ def _usage_error_types() -> tuple[type, ...]:
     except ImportError:
         pass
     return tuple(types)
+
+
+def _show_usage_error(exc: Exception) -> None:
+    """Two lines: the command's usage, then what was wrong and where the help is.
+
+    click's own `show` takes four (usage, help hint, a blank line, the error); a no-argument
+    call (`autopeft`, whose `no_args_is_help` raises a usage error) prints the help instead.
+    """
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        out.print(ctx.get_help(), highlight=False, markup=False)
+        return
+    message = " ".join(exc.format_message().split())
+    if ctx is not None:
+        err.print(ctx.get_usage(), highlight=False, markup=False, emoji=False)
+        message += f" (see '{ctx.command_path} --help')"
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True,
+              emoji=False)
 
 
 if __name__ == "__main__":

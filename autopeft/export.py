@@ -23,11 +23,12 @@ from typing import Any
 
 import optuna
 
-from autopeft import __version__
+from autopeft import __version__, names
 from autopeft import study as records
 from autopeft.artifacts import CONFIG_FILE, read_description
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
+from autopeft.options import check_folder
 from autopeft.report import fmt, pareto_frame
 from autopeft.report.tables import DEV_NOTE, DEV_SCORE, DEV_SEEDS, DEV_STD, trial_state
 from autopeft.retrain import TrainConfig, write_train_config
@@ -84,13 +85,17 @@ def export_trial(study: str, out: str | Path, trial: int | None = None, best: bo
     """
     if (trial is None) == (not best):
         raise AutoPeftError("pass exactly one of --trial N or --best")
+    study_dir = names.inside(studies_dir, names.check_name(study, "--study"))
     out = Path(out).expanduser()
+    if out.name in ("", ".", ".."):  # the staging folder goes beside OUT, in its parent
+        raise AutoPeftError(f"OUT '{out}' names no new directory; pass a path ending in one, "
+                            "e.g. exported/best")
     if out.exists():
         raise AutoPeftError(f"'{out}' already exists; export writes a new directory, pass a "
                             "path that does not exist yet")
+    check_folder(out, "OUT")  # `afile/x` under a file: refused before the study is read
     loaded = _open(study, storage, Path(studies_dir))
     chosen = _best_trial(loaded) if best else _trial(loaded, trial)
-    study_dir = Path(studies_dir) / study
     source, final_point = _artifact(loaded, chosen, study_dir, search_artifact)
     description = read_description(source)
     description["model"] = _portable_model(description["model"])
@@ -101,7 +106,7 @@ def export_trial(study: str, out: str | Path, trial: int | None = None, best: bo
                                "autopeft_version": __version__}
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name[:100]}-", dir=out.parent))
     try:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         (staging / CONFIG_FILE).write_text(json.dumps(description, indent=2, sort_keys=True))
@@ -229,6 +234,7 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         seed=int(seed), data_seed=setup.seed, max_train_samples=setup.max_train_samples,
         rank=None if rank is None else int(rank),
         pooling=head["pooling"], freeze_pooler=not head["train_pooler"],
+        drop_invalid_rows=setup.dropped_rows is not None,  # the search's --drop-invalid-rows
         **({"max_length": setup.max_length} if setup.max_length else {}),
     )
     return config, ("" if batch_size else _ASSUMED_BATCH)

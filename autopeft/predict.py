@@ -16,6 +16,7 @@ from scipy.special import softmax
 
 from autopeft.errors import AutoPeftError
 from autopeft.loading import LoadedModel
+from autopeft.options import check_folder
 from autopeft.tasks import compute_metrics
 from autopeft.tasks.data import read_examples
 from autopeft.train.data import DEFAULT_MAX_LENGTH, tokenize_frame
@@ -31,6 +32,18 @@ class Predictions:
 
     frame: pd.DataFrame
     metrics: dict[str, float] | None
+
+
+def check_output(output: str | Path | None) -> Path | None:
+    """The CSV path `output` names: not a directory, nor under a file (`afile/x.csv`)."""
+    if output is None:
+        return None
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise AutoPeftError(f"--output '{path}' is a directory; pass a file name like "
+                            "predictions.csv")
+    check_folder(path.parent, "--output's folder")
+    return path
 
 
 def predict_file(loaded: LoadedModel, input_path: str | Path, batch_size: int = 64,
@@ -66,9 +79,6 @@ def write_predictions(predictions: Predictions, output: str | Path | None) -> No
     if output is None:
         predictions.frame.to_csv(sys.stdout, index=False)
         return
-    path = Path(output).expanduser()
-    if path.is_dir():
-        raise AutoPeftError(f"--output '{path}' is a directory; pass a file name like "
-                            "predictions.csv")
+    path = check_output(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     predictions.frame.to_csv(path, index=False)

@@ -27,6 +27,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (accepted types, i
     "max_train_samples": _INT, "max_length": _INT, "rank": _INT,
     "trust_remote_code": ((bool,), "true or false"),
     "pooling": ((str,), "auto, cls or mean"), "freeze_pooler": ((bool,), "true or false"),
+    "drop_invalid_rows": ((bool,), "true or false"),
 }
 _AT_LEAST_ONE = ("epochs", "batch_size", "max_train_samples", "max_length", "rank")
 
@@ -51,6 +52,7 @@ class TrainConfig:
     trust_remote_code: bool = False
     pooling: str = "auto"  # how the head reads the tokens (`head.POOLINGS`)
     freeze_pooler: bool = False  # keep the pooler as loaded instead of training it
+    drop_invalid_rows: bool = False  # train without invalid data rows (the search's flag)
 
     def candidate(self) -> dict[str, Any]:
         """{"method", "knobs"} as the training path takes it (learning rate folded in)."""
@@ -113,6 +115,7 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     from autopeft.head import resolve_head
     from autopeft.methods import build_method
     from autopeft.models import build_meta_model, load_tokenizer, resolve_model
+    from autopeft.options import check_folder
     from autopeft.tasks import get_task, load_task_data, subsample
     from autopeft.train.data import tokenize_frame
     from autopeft.train.loop import evaluate
@@ -121,12 +124,13 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     out = Path(out).expanduser()
     if out.exists():
         raise AutoPeftError(f"'{out}' already exists; pass --out with a new directory")
+    check_folder(out, "--out")  # `afile/x` under a file would fail only once trained
     task = get_task(config.task)
     build_method(config.method, config.candidate()["knobs"])  # bad knobs fail before any loading
     source = resolve_model(config.model, config.trust_remote_code)
     head = resolve_head(config.pooling, config.freeze_pooler, source.location,
                         build_meta_model(source, task.num_labels))
-    data = load_task_data(task, config.data_dir)
+    data = load_task_data(task, config.data_dir, config.drop_invalid_rows)
     data_seed = config.seed if config.data_seed is None else config.data_seed
     train = subsample(data.train, config.max_train_samples, data_seed)
     tokenizer = load_tokenizer(source)

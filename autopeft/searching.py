@@ -17,14 +17,15 @@ import optuna
 import pandas as pd
 from rich.console import Console
 
+from autopeft import names
 from autopeft import study as records
 from autopeft.budget import parse_budget
 from autopeft.durations import parse_time_budget
-from autopeft.errors import AutoPeftError
 from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.head import HeadSettings, resolve_head
 from autopeft.methods import parse_method_list
-from autopeft.models import build_meta_model, load_tokenizer, resolve_model
+from autopeft.models import build_meta_model, check_trainable, load_tokenizer, resolve_model
+from autopeft.options import check_options, check_positive
 from autopeft.portfolio import enqueue_portfolio, load_portfolio
 from autopeft.report import build_report, pareto_frame
 from autopeft.sizing import Sizer
@@ -33,6 +34,7 @@ from autopeft.tasks import (
     TaskData,
     TaskSpec,
     chance_score,
+    check_split_sizes,
     get_task,
     load_task_data,
     selection_cap,
@@ -74,6 +76,7 @@ class RunSettings:
     final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
     final_epochs: int | None = None  # None: the search's epochs
     time_budget: str | None = None  # "45m", "2h", "1h30m", "600": no trial starts after it
+    drop_invalid_rows: bool = False  # train without invalid data rows (counted in the report)
 
 
 @dataclass(kw_only=True)
@@ -169,8 +172,8 @@ class CheckedRequest:
 
     @property
     def study_name(self) -> str:
-        return self.request.study or records.default_study_name(
-            self.task.name, self.request.model, self.request.budget)
+        return names.check_name(self.request.study or records.default_study_name(
+            self.task.name, self.request.model, self.request.budget), "--study")
 
 
 def check_request(request: SearchRequest, shared: SharedInputs | None = None) -> CheckedRequest:
@@ -179,11 +182,11 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     from autopeft.engine.scheduler import check_scheduler
 
     shared = shared if shared is not None else SharedInputs()
-    check_positive(trials=request.trials, batch_size=request.batch_size,
-                   **{k: v for k, v in (("epochs", request.epochs),
-                                        ("concurrency", request.concurrency)) if v is not None})
-    _check_final(request.final_seeds, request.final_epochs)
-    parse_time_budget(request.time_budget)
+    for flag, name in (("--study", request.study), ("--warm-start", request.warm_start)):
+        if name is not None:  # a name, never a path: refused before anything is loaded
+            names.check_name(name, flag)
+    check_options(request)
+    check_positive(trials=request.trials)
     task = get_task(request.task)
     budget = parse_budget(request.budget)
     check_sampler(request.sampler)
@@ -197,6 +200,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))
     source = resolve_model(request.model, request.trust_remote_code)
+    check_trainable(source)
     sizer_key = (request.model, request.trust_remote_code, task.num_labels)
     if sizer_key not in shared.sizers:
         shared.sizers[sizer_key] = Sizer(source, task.num_labels)
@@ -207,7 +211,8 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     budget_params = budget.params(backbone)
     space, skipped = feasible_methods(space, sizer, budget_params)
     inputs_key = (task.name, request.model, request.data_dir, request.max_train_samples,
-                  request.seed, request.selection_fraction, request.max_length)
+                  request.seed, request.selection_fraction, request.max_length,
+                  request.drop_invalid_rows)
     if inputs_key not in shared.tasks:
         shared.tasks[inputs_key] = _task_inputs(task, request, source)
     if request.epochs is None:  # what the data needs (train.length), now that its size is known
@@ -217,6 +222,38 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
                           skipped, shared.tasks[inputs_key], inputs_key, warm_front, head,
                           portfolio)
+
+
+def study_setup_of(checked: CheckedRequest) -> records.StudySetup:
+    """What the study of a checked request is made for (a resumed study must match it)."""
+    request, inputs = checked.request, checked.inputs
+    return records.StudySetup(
+        task=checked.task.name,
+        model=request.model,
+        budget_spec=checked.budget.spec,
+        budget_params=checked.budget_params,
+        backbone_params=checked.backbone_params,
+        primary_metric=checked.task.primary_metric,
+        methods=list(checked.space.methods),
+        seed=request.seed,
+        selection_fraction=request.selection_fraction,
+        epochs=request.epochs,
+        max_train_samples=request.max_train_samples,
+        data_source=inputs.task_data.source,
+        batch_size=request.batch_size,
+        max_length=request.max_length,
+        head=checked.head.describe(),
+        space=checked.space.signature(),
+        dropped_rows=dict(inputs.task_data.dropped) if request.drop_invalid_rows else None,
+    )
+
+
+def check_resumable(checked: CheckedRequest) -> None:
+    """Refuse, writing nothing, a request whose existing study was made for something else."""
+    request = checked.request
+    records.check_resumable(checked.study_name, request.storage,
+                            names.inside(request.studies_dir, checked.study_name),
+                            study_setup_of(checked))
 
 
 def open_checked(checked: CheckedRequest, console: Console,
@@ -231,26 +268,9 @@ def open_checked(checked: CheckedRequest, console: Console,
     request, task, inputs = checked.request, checked.task, checked.inputs
     # Opened before anything is printed, so a damaged or mismatched study is one line too.
     name = checked.study_name
-    study_dir = Path(request.studies_dir) / name
+    study_dir = names.inside(request.studies_dir, name)
     storage = records.make_storage(request.storage, study_dir)
-    setup = records.StudySetup(
-        task=task.name,
-        model=request.model,
-        budget_spec=checked.budget.spec,
-        budget_params=checked.budget_params,
-        backbone_params=checked.backbone_params,
-        primary_metric=task.primary_metric,
-        methods=list(checked.space.methods),
-        seed=request.seed,
-        selection_fraction=request.selection_fraction,
-        epochs=request.epochs,
-        max_train_samples=request.max_train_samples,
-        data_source=inputs.task_data.source,
-        batch_size=request.batch_size,
-        max_length=request.max_length,
-        head=checked.head.describe(),
-    )
-    study = records.open_study(name, storage, setup)
+    study = records.open_study(name, storage, study_setup_of(checked))
 
     console.print(f"budget {checked.budget.describe(checked.backbone_params)}")
     head = checked.head
@@ -360,7 +380,8 @@ def _tokenized(prepared: PreparedStudy, frame: pd.DataFrame) -> Any:
 def report_study(prepared: PreparedStudy, infeasible: int = 0,
                  wall_seconds: float = 0.0) -> SearchResult:
     """Build the study's report from its storage; the search's result."""
-    report_dir = build_report(prepared.study, Path(prepared.request.reports_dir) / prepared.name)
+    report_dir = build_report(prepared.study,
+                              names.inside(prepared.request.reports_dir, prepared.name))
     return SearchResult(
         study_name=prepared.name,
         study_dir=prepared.study_dir,
@@ -376,13 +397,14 @@ def report_study(prepared: PreparedStudy, infeasible: int = 0,
 def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInputs:
     from autopeft.train.data import SearchData, tokenize_frame
 
-    task_data = load_task_data(task, request.data_dir)
+    task_data = load_task_data(task, request.data_dir, request.drop_invalid_rows)
     rows = len(task_data.train)
     trained_on = min(rows - int(rows * request.selection_fraction),
                      request.max_train_samples or rows)
     train, selection = selection_split(task_data.train, task, request.selection_fraction,
                                        request.seed, max_rows=selection_cap(trained_on))
     train = subsample(train, request.max_train_samples, request.seed)
+    check_split_sizes(task, train, selection)
     tokenizer = load_tokenizer(source)
     data = SearchData(
         tokenizer=tokenizer,
@@ -401,16 +423,3 @@ def engine_settings(run: RunSettings, trials: int) -> Any:
         address=run.address, seed=run.seed, sampler=run.sampler, scheduler=run.scheduler,
         reduction_factor=run.reduction_factor, grace_epochs=run.grace_epochs,
         time_budget_s=parse_time_budget(run.time_budget))
-
-
-def check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise AutoPeftError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-
-
-def _check_final(seeds: int, epochs: int | None) -> None:
-    if seeds < 0:
-        raise AutoPeftError(f"--final-seeds must be 0 (no retraining) or more (got {seeds})")
-    if epochs is not None:
-        check_positive(final_epochs=epochs)

@@ -144,11 +144,27 @@ class SearchSpace:
                 f"it covers: {', '.join(self.methods)}"
             )
 
-        def only(mapping: dict) -> dict:
-            return {n: mapping[n] for n in names if n in mapping}
+        def only(mapping: dict) -> dict:  # in the space's order, whatever order `names` has:
+            return {n: v for n, v in mapping.items() if n in names}  # one study, one "method"
 
         return replace(self, methods=only(self.methods), training=only(self.training),
                        fractions=only(self.fractions), allowed=only(self.allowed))
+
+    def signature(self) -> dict[str, str]:
+        """What a trial may be drawn from, one entry per sampled parameter ("lora.r": "{4, 8}").
+
+        Optuna refuses a categorical parameter whose choices change within a study, and other
+        ranges would make one study's trials incomparable, so a study records this and a
+        resumed one must present the same (`study.check_same_setup`).
+        """
+        entries = {METHOD_PARAM: ", ".join(self.methods)}
+        for method, knobs in self.methods.items():
+            entries.update({param_name(method, k): r.describe() for k, r in knobs.items()})
+            entries.update({param_name(method, k): r.describe()
+                            for k, r in self.training.get(method, {}).items()})
+            if method in self.fractions:
+                entries[param_name(method, FRACTION)] = self.fractions[method].describe()
+        return entries
 
     def extra_rows(self, method: str) -> list[dict[str, Any]]:
         """`autopeft methods` rows for what a method block searches beyond its knobs."""

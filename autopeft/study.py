@@ -28,6 +28,7 @@ on another host are left alone, since their liveness cannot be told from here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from autopeft import names
 from autopeft.errors import AutoPeftError
 
 DIRECTIONS = ("maximize", "minimize")  # (score, stored_params)
@@ -105,6 +107,10 @@ class StudySetup:
     batch_size: int | None = None  # None: a study made before these were recorded
     max_length: int | None = None
     head: dict | None = None  # head.HeadSettings; None: made before the pooler was head
+    space: dict | None = None  # SearchSpace.signature(); None: made before it was recorded
+    # --drop-invalid-rows: invalid data rows dropped per split, {"train": 3, "dev": 0}; None
+    # without it (then an invalid row is an error, so none was dropped)
+    dropped_rows: dict | None = None
 
     # Changing these mid-study would mix incomparable trials in one front.
     IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed", "head")
@@ -126,11 +132,20 @@ def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
 
 
 def default_study_name(task: str, model: str, budget_spec: str) -> str:
-    """`mrpc-all-MiniLM-L6-v2-0.5pct`: readable, filesystem-safe, stable across runs."""
+    """`mrpc-all-MiniLM-L6-v2-0.5pct`: readable, filesystem-safe, stable across runs.
+
+    Always a usable name (`names.check_name`): ASCII letters, digits, '-' and '_' only, an
+    over-long one cut and ended by a hash of the whole.
+    """
     model_short = Path(model.rstrip("/")).name or model
     budget = budget_spec.strip().replace("%", "pct").replace(".", "_")
     name = f"{task}-{model_short}-{budget}"
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in name)
+    name = name.lstrip("-_") or "study"
+    if len(name) > names.MAX_LENGTH:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[:names.MAX_LENGTH - 11]}-{digest}"
+    return name
 
 
 def make_storage(storage: str | None, study_dir: Path) -> BaseStorage:
@@ -225,6 +240,25 @@ def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> opt
     return study
 
 
+def check_resumable(name: str, storage: str | None, study_dir: Path,
+                    setup: StudySetup) -> None:
+    """Refuse, writing nothing, a run whose study exists and was made for something else.
+
+    `open_study` checks the same when it opens the study; a sweep calls this for every study
+    first, so that a mismatch in its last study leaves the others unopened.
+    """
+    if storage and "://" in storage:
+        store = make_storage(storage, study_dir)
+    else:
+        path = Path(storage) if storage else study_dir / "optuna.journal"
+        if not path.exists():
+            return
+        store = _journal(path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if name in {s.study_name for s in optuna.get_all_study_summaries(store)}:
+        _check_same_setup(name, optuna.load_study(study_name=name, storage=store), setup)
+
+
 def _wait_for_setup(study: optuna.Study, seconds: float = 10.0) -> None:
     """A study another search has just created gets its setup a moment later: wait for it."""
     deadline = time.monotonic() + seconds
@@ -244,7 +278,8 @@ def read_study(name: str, storage: str | None, studies_dir: Path) -> optuna.Stud
     if storage and "://" in storage:
         places, stores = [storage], [lambda: make_storage(storage, Path(studies_dir))]
     else:
-        paths = [Path(studies_dir) / name / "optuna.journal", *([Path(storage)] if storage else [])]
+        paths = [names.inside(studies_dir, name) / "optuna.journal",
+                 *([Path(storage)] if storage else [])]
         places = [str(p) for p in paths]
         stores = [lambda p=p: _journal(p) for p in paths if p.is_file()]
     for open_store in stores:
@@ -366,6 +401,33 @@ def _check_same_setup(name: str, study: optuna.Study, setup: StudySetup) -> None
                 f"study '{name}' was made with {key}={getattr(old, key)!r}, not "
                 f"{getattr(setup, key)!r}; pass --study with a new name to start another study"
             )
+    _check_same_space(name, old, setup)
+
+
+def _check_same_space(name: str, old: StudySetup, new: StudySetup) -> None:
+    """A study continues only with the methods and ranges it was searched over.
+
+    Refused rather than merged: Optuna cannot change a categorical's choices within a study
+    (the method is one), and a front mixing two spaces no longer says what the space holds.
+    `--warm-start` carries a study's front into a new study with another space.
+    """
+    advice = (f"pass the same --methods/--space to continue '{name}', or start a new --study "
+              f"(--warm-start {name} tries its Pareto points there first)")
+    if list(old.methods) != list(new.methods):
+        added = [m for m in new.methods if m not in old.methods]
+        dropped = [m for m in old.methods if m not in new.methods]
+        what = "; ".join(part for part in (
+            f"adds {', '.join(added)}" if added else "",
+            f"leaves out {', '.join(dropped)}" if dropped else "") if part)
+        raise AutoPeftError(f"study '{name}' searches {', '.join(old.methods)}; this run "
+                            f"{what or 'orders them differently'}: {advice}")
+    if old.space is None or new.space is None or old.space == new.space:
+        return
+    changed = [f"{key} {old.space.get(key, '-')} → {new.space.get(key, '-')}"
+               for key in dict.fromkeys([*old.space, *new.space])
+               if old.space.get(key) != new.space.get(key)]
+    shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+    raise AutoPeftError(f"study '{name}' was searched over another space ({shown}): {advice}")
 
 
 def process_owner() -> dict[str, Any]:

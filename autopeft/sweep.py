@@ -19,9 +19,11 @@ from typing import Any
 
 from rich.console import Console
 
+from autopeft import names
 from autopeft import study as records
 from autopeft.budget import parse_budget
 from autopeft.errors import AutoPeftError
+from autopeft.options import check_positive
 from autopeft.reuse import BudgetReuse, Sibling
 from autopeft.searching import (
     DEFAULT_MODEL,
@@ -31,8 +33,8 @@ from autopeft.searching import (
     SearchRequest,
     SearchResult,
     SharedInputs,
-    check_positive,
     check_request,
+    check_resumable,
     engine_settings,
     evaluate_as_trained,
     open_checked,
@@ -46,7 +48,7 @@ MANIFEST = "sweep.json"
 # What a trial's score depends on: a sweep continued with other values would mix incomparable
 # trials in its fronts and share them between budgets.
 COMPARABILITY = ("epochs", "batch_size", "max_length", "max_train_samples", "selection_fraction",
-                 "seed", "data_dir")
+                 "seed", "data_dir", "drop_invalid_rows")
 
 
 @dataclass(kw_only=True)
@@ -81,11 +83,17 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
 
     started = time.perf_counter()
     console = console or Console(stderr=True)
+    if request.sweep is not None:  # a name, never a path: refused before anything else
+        names.check_name(request.sweep, "--sweep")
     grid = _grid(request)
-    name = request.sweep or default_sweep_name(grid)
-    _check_name(name)
+    name = names.check_name(request.sweep or default_sweep_name(grid), "--sweep")
+    requests = _study_requests(request, name, grid)
+    for study in requests:  # <sweep>-<task>-<model>-<budget> may grow too long
+        names.check_name(study.study, f"--sweep '{name}': its study")
     shared = SharedInputs()
-    checked = [_checked(r, shared) for r in _study_requests(request, name, grid)]
+    checked = [_checked(r, shared) for r in requests]
+    for cell in checked:
+        check_resumable(cell)
     manifest = _write_manifest(request, name, grid, checked)  # every input is valid by now
     covered = _covered_by_smaller_budget(checked) if request.reuse else {}
     prepared = [open_checked(c, console, skip_coverage=covered.get(c.study_name, set()))
@@ -98,9 +106,10 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
                            data_key=_data_key(p),
                            remaining=request.trials - records.counted_trials(p.study))
                for p in prepared]
-    console.print(f"sweep '{name}': {len(members)} studies, "
-                  f"{sum(max(0, m.remaining) for m in members)} trials to go "
-                  f"({request.trials} per study, shared trials included)")
+    held = sum(records.counted_trials(p.study) for p in prepared)
+    console.print(f"sweep '{name}': {len(members)} studies holding {held} trained trials → "
+                  f"this run adds up to {sum(max(0, m.remaining) for m in members)} "
+                  f"(--trials {request.trials} per study, shared trials included)")
     settings = engine_settings(request, sum(max(0, m.remaining) for m in members))
     data = {_data_key(p): p.inputs.search_data for p in prepared}
     outcome = run_sweep_trials(members, data, settings, manifest.parent / "ray",
@@ -144,10 +153,10 @@ def build_sweep_report(name: str, studies_dir: str = "studies", reports_dir: str
     manifest = read_manifest(name, studies_dir)
     studies = [records.read_study(entry["study"], None, Path(studies_dir))
                for entry in manifest["studies"]]
-    own = [Path(reports_dir) / s.study_name for s in studies]
+    own = [names.inside(reports_dir, s.study_name) for s in studies]
     if rebuild_studies:
         own = [build_report(s, directory) for s, directory in zip(studies, own, strict=True)]
-    target = Path(out) if out else Path(reports_dir) / name
+    target = Path(out) if out else names.inside(reports_dir, name)
     return build_combined(name, studies, own, target)
 
 
@@ -166,7 +175,8 @@ def read_manifest(name: str, studies_dir: str = "studies") -> dict[str, Any]:
 
 
 def manifest_path(name: str, studies_dir: str = "studies") -> Path:
-    return Path(studies_dir) / f"{name}.sweep" / MANIFEST
+    """`<studies_dir>/<name>.sweep/sweep.json`; a `name` that is not a usable name is refused."""
+    return names.inside(studies_dir, f"{names.check_name(name, '--sweep')}.sweep") / MANIFEST
 
 
 def default_sweep_name(grid: dict[str, list[str]]) -> str:
@@ -200,12 +210,6 @@ def _checked(request: SearchRequest, shared: SharedInputs) -> CheckedRequest:
     except AutoPeftError as exc:
         raise AutoPeftError(f"{request.task} at {request.budget} on {request.model}: {exc}"
                             ) from None
-
-
-def _check_name(name: str) -> None:
-    if not name or any(not (c.isalnum() or c in "-_.") for c in name) or name.startswith("."):
-        raise AutoPeftError(f"--sweep '{name}' is not a usable name; use letters, digits, "
-                            "'-', '_' and '.'")
 
 
 def _study_requests(request: SweepRequest, name: str, grid: dict[str, list[str]]

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from autopeft.methods import Method, build_method
+from autopeft.methods.targets import is_head_param
 from autopeft.models import load_model, resolve_model
 from autopeft.testing import TINY_ARCHITECTURES
 from tests.roundtrip import assert_artifact_roundtrip
@@ -79,8 +80,44 @@ def check_method(
     model = method.apply(load_model(source, num_labels=2, seed=0))
     batch = toy_batch()
     method.prepare(model, ToySource(batch))
+    initial = delta_snapshot(method, model)
     losses = train_steps(model, method, batch, lr, steps)
     assert losses[-1] < losses[0], f"{name} did not learn: {losses}"
-    assert method.stored_params(model) == expected_stored(model)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    assert_delta_trained_and_used(method, model, initial, inputs)
+    assert method.stored_params(model) == expected_stored(model)
     return assert_artifact_roundtrip(tmp_path, model_dir, method, model, inputs)
+
+
+def delta_snapshot(method: Method, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the method's own trainable tensors (its delta less the head)."""
+    return {k: t.detach().clone() for k, t in method.delta_state(model).items()
+            if not is_head_param(k)}
+
+
+def assert_delta_trained_and_used(method: Method, model: nn.Module,
+                                  initial: dict[str, torch.Tensor], inputs: dict) -> None:
+    """The method's own tensors changed in training, and the logits depend on that change.
+
+    The head always trains, so a falling loss alone passes for a delta that never updates or
+    that the forward pass never reads. Here the delta tensors are put back to where training
+    started (tensors created during training, e.g. by a phase switch or a rank resize, to zero)
+    and the logits must move.
+    """
+    trained = {k: t for k, t in method.delta_state(model).items() if not is_head_param(k)}
+    start = {k: initial[k] if k in initial and initial[k].shape == t.shape
+             else torch.zeros_like(t) for k, t in trained.items()}
+    changed = [k for k, t in trained.items() if not torch.equal(t.detach(), start[k])]
+    assert changed, f"{method.name}: none of its tensors changed in training ({list(trained)})"
+    model.eval()
+    with torch.no_grad():
+        after = model(**inputs).logits
+        kept = {k: trained[k].detach().clone() for k in changed}
+        for k in changed:
+            trained[k].copy_(start[k])
+        before = model(**inputs).logits
+        for k in changed:
+            trained[k].copy_(kept[k])
+        assert torch.equal(model(**inputs).logits, after)  # put back exactly
+    assert not torch.allclose(before, after, rtol=0, atol=1e-6), (
+        f"{method.name}: its trained tensors do not change the logits")

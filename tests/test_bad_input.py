@@ -11,6 +11,7 @@ damaged or foreign study file exactly as it found it.
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -20,11 +21,14 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from rich.console import Console
 
-from autopeft import cli
+from autopeft import cli, searching
 from autopeft import study as records
+from autopeft.searching import SearchRequest
 
 STUDY = "kept"  # an autopeft study made for another model: resuming it is refused
+SAME = "same"  # made for this model and data, over methods bitfit and lora
 FOREIGN = "foreign"  # an Optuna study that autopeft did not make
 MRPC_TSV_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
 
@@ -62,6 +66,7 @@ def _write_inputs(root: Path) -> None:
         "space/knob.yaml": "methods:\n  lora:\n    rank: {choices: [1, 2]}\n",
         "space/key.yaml": "methods:\n  lora:\n    r: {choices: [2], colour: red}\n",
         "space/method.yaml": "methods:\n  lorra: {}\n",
+        "space/narrower.yaml": "methods:\n  bitfit: {}\n  lora:\n    r: {choices: [2, 4]}\n",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +99,7 @@ def _write_inputs(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory, tiny_bert) -> Path:
+def template(tmp_path_factory, tiny_bert, mrpc_dir) -> Path:
     """A working directory with a study and report in place, and the bad inputs."""
     root = tmp_path_factory.mktemp("bad-input")
     setup = records.StudySetup(
@@ -106,11 +111,31 @@ def template(tmp_path_factory, tiny_bert) -> Path:
         root / "studies" / FOREIGN / "optuna.journal"), directions=["maximize"])
     foreign.set_user_attr("made_by", "someone else")
     foreign.ask()
+    _same_setup_study(root, tiny_bert, mrpc_dir)
+    for name, kept in (("config_only", ["config.json"]),
+                       ("no_tokenizer", ["config.json", "model.safetensors"])):
+        (root / "models" / name).mkdir(parents=True)
+        for file in kept:
+            shutil.copy(tiny_bert / file, root / "models" / name / file)
     (root / "reports" / STUDY).mkdir(parents=True)
     (root / "reports" / STUDY / "summary.md").write_text("# the report of a kept study\n")
     (root / "reports" / STUDY / "trials.csv").write_text("trial,state\n0,COMPLETE\n")
     _write_inputs(root)
     return root
+
+
+def _same_setup_study(root: Path, tiny_bert: Path, mrpc_dir: Path) -> None:
+    """Study SAME, made for what `_search_args` asks but over bitfit and lora (and a trial)."""
+    request = SearchRequest(task="mrpc", budget="2%", model=str(tiny_bert), data_dir=str(mrpc_dir),
+                            methods="bitfit,lora", max_train_samples=16, epochs=1)
+    checked = searching.check_request(request)
+    store = _journal(root / "studies" / SAME / "optuna.journal")
+    study = records.open_study(SAME, store, searching.study_setup_of(checked))
+    study.add_trial(optuna.trial.create_trial(
+        params={"method": "bitfit"}, values=[0.7, 1280.0],
+        distributions={"method": optuna.distributions.CategoricalDistribution(
+            ["bitfit", "lora"])},
+        user_attrs={records.ATTR_STATUS: records.STATUS_OK}))
 
 
 @pytest.fixture
@@ -184,9 +209,11 @@ CASES = {
     "data-wrong-columns-tsv": ({"data_dir": "data/columns_tsv"},
                                ["has no column '#2 String'", "layout needs: '#1 String'"]),
     "data-bad-labels-csv": ({"data_dir": "data/labels"},
-                            ["label 'maybe' in data row 2", "accepts 0..1 or one of"]),
+                            ["has 1 invalid row (line 3)", "unknown label ('maybe')",
+                             "accepts 0..1 or one of", "--drop-invalid-rows"]),
     "data-bad-labels-tsv": ({"data_dir": "data/labels_tsv"},
-                            ["has no usable rows", "accepts 0..1 or one of"]),
+                            ["has 2 invalid rows (lines 2, 3)", "'x', 'yes?'",
+                             "accepts 0..1 or one of", "--drop-invalid-rows"]),
     "data-not-utf8-tsv": ({"data_dir": "data/latin1_tsv"},
                           ["is not a readable GLUE TSV file", "accepted: UTF-8"]),
     "data-not-utf8-jsonl": ({"data_dir": "data/latin1_jsonl"},
@@ -199,6 +226,51 @@ CASES = {
                           ["unknown key(s) ['colour']", "allowed: choices, low, high"]),
     "space-unknown-method": ({"space": "space/method.yaml"},
                              ["unknown method 'lorra'", "registered: adalora"]),
+    # numbers out of range (checked before the model or the data is read)
+    "seed-negative": ({"seed": "-3"}, ["--seed must be a whole number from 0 to 2147483647",
+                                       "(got -3)"]),
+    "seed-too-large": ({"seed": str(2**40)}, ["--seed must be a whole number from 0"]),
+    "selection-fraction-one": ({"selection_fraction": "1"},
+                               ["--selection-fraction must be strictly between 0 and 1"]),
+    "selection-fraction-nan": ({"selection_fraction": "nan"},
+                               ["--selection-fraction must be strictly between 0 and 1"]),
+    "batch-size-zero": ({"batch_size": "0"}, ["--batch-size must be at least 1 (got 0)"]),
+    "epochs-zero": ({"epochs": "0"}, ["--epochs must be at least 1 (got 0)"]),
+    "concurrency-zero": ({"concurrency": "0"}, ["--concurrency must be at least 1"]),
+    "max-train-samples-zero": ({"max_train_samples": "0"},
+                               ["--max-train-samples must be at least 1"]),
+    "final-seeds-negative": ({"final_seeds": "-1"}, ["--final-seeds must be 0 (no retraining)"]),
+    "final-epochs-zero": ({"final_epochs": "0"}, ["--final-epochs must be at least 1"]),
+    "reduction-factor-one": ({"reduction_factor": "1"},
+                             ["--reduction-factor must be at least 2 (got 1)"]),
+    "grace-epochs-zero": ({"grace_epochs": "0"}, ["--grace-epochs must be at least 1"]),
+    "gpus-negative": ({"gpus_per_trial": "-1"}, ["--gpus-per-trial must be 0 or more"]),
+    "gpus-unschedulable": ({"gpus_per_trial": "1.5"},
+                           ["--gpus-per-trial 1.5 is not schedulable", "a whole number"]),
+    "gpus-more-than-present": ({"gpus_per_trial": "64"},
+                               ["--gpus-per-trial 64 but this machine has", "--address"]),
+    # too little data to mean anything
+    "one-training-row": ({"max_train_samples": "1"},
+                         ["trials would train on 1 row(s); at least 16 are needed"]),
+    "selection-split-too-small": ({"selection_fraction": "0.001"},
+                                  ["the selection split (held out of train) holds too few",
+                                   "each needs at least 3"]),
+    # models that cannot be trained
+    "model-without-weights": ({"model": "models/config_only"},
+                              ["model folder 'models/config_only' has no weights",
+                               "model.safetensors"]),
+    "model-without-tokenizer": ({"model": "models/no_tokenizer"},
+                                ["model folder 'models/no_tokenizer' has no usable tokenizer"]),
+    # a study continued with another method set or space
+    "study-narrower-methods": ({"study": SAME, "methods": "bitfit"},
+                               ["study 'same' searches bitfit, lora; this run leaves out lora",
+                                "--warm-start same"]),
+    "study-wider-methods": ({"study": SAME, "methods": "bitfit,lora,fish"},
+                            ["study 'same' searches bitfit, lora; this run adds fish",
+                             "start a new --study"]),
+    "study-other-space": ({"study": SAME, "methods": "bitfit,lora", "space": "space/narrower.yaml"},
+                          ["study 'same' was searched over another space (",
+                           "bitfit.learning_rate [0.0005, 0.03] log → -", "more)"]),
     # study files
     "study-garbage-bytes": ({"study": "garbage"}, [NOT_A_JOURNAL, "line 2 is not JSON",
                                                    LEFT_AS_IS]),
@@ -228,3 +300,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(work, tiny_bert, mrpc_d
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert _snapshot(work) == before  # studies/, reports/ and the inputs untouched
+
+
+def test_the_same_methods_in_another_order_continue_the_study(work, tiny_bert, mrpc_dir):
+    """Only the set of methods matters: the study's order is kept, the study opens as it is."""
+    request = SearchRequest(task="mrpc", budget="2%", model=str(tiny_bert),
+                            data_dir=str(mrpc_dir), methods="lora,bitfit", study=SAME,
+                            max_train_samples=16, epochs=1)
+    prepared = searching.prepare_study(request, Console(file=io.StringIO()))
+    assert list(prepared.space.methods) == ["bitfit", "lora"]
+    assert [t.params for t in prepared.study.trials][:1] == [{"method": "bitfit"}]

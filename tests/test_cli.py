@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,71 @@ def test_budget_reports_largest_lora_rank(tiny_bert):
     assert result.returncode == 0, result.stderr
     assert "max r=9" in result.stdout  # 9*512 = 4608 <= 5000 < 5120
     assert "5,000 params" in result.stdout
+
+
+def run_entry_point(*args, cwd):
+    """The installed `autopeft` script (what `pip install` puts beside this Python)."""
+    script = Path(sys.executable).with_name("autopeft")
+    assert script.is_file(), f"no installed entry point at {script}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def _commands() -> list[str]:
+    """Every command the CLI registers, from the app itself (a new command is covered too)."""
+    import typer
+
+    from autopeft.cli import app
+
+    return sorted(typer.main.get_command(app).commands)
+
+
+# What each command needs at least, so that the usage error below is about one option alone.
+REQUIRED = {"search": ["--task", "mrpc", "--budget", "1%"],
+            "sweep": ["--tasks", "mrpc", "--budgets", "1%"], "budget": ["--budget", "1%"],
+            "export": ["out", "--study", "s"], "predict": ["art", "--input", "rows.tsv"],
+            "train": ["--config", "c.yaml"], "report": [], "methods": []}
+
+
+def assert_usage_error(result, command: str, needle: str) -> None:
+    """Typer's usage line and one error line, exit 2, no traceback (click raises a few errors,
+    such as an option missing its value, without the command: those are the error alone)."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, result.stderr
+    assert lines[-1].startswith("error: ") and needle in lines[-1], lines[-1]
+    if len(lines) == 2:
+        assert lines[0].startswith(f"Usage: autopeft {command} ")
+        assert f"(see 'autopeft {command} --help')" in lines[1]
+
+
+def test_every_command_has_a_required_list():
+    assert sorted(REQUIRED) == _commands()
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
+def test_an_unknown_option_is_a_usage_error_for_every_command(tmp_path, command):
+    result = run_entry_point(command, *REQUIRED[command], "--no-such-option", cwd=tmp_path)
+    assert_usage_error(result, command, "No such option: --no-such-option")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["search", "--task", "mrpc"], "Missing option '--budget'"),
+    (["search", "--task", "mrpc", "--budget", "1%", "--trials", "abc"],
+     "Invalid value for '--trials'"),
+    (["sweep", "--tasks", "mrpc", "--budgets", "1%", "--storage", "x"],
+     "No such option: --storage"),
+    (["export", "--study", "s"], "Missing argument 'OUT'"),
+    (["predict", "art"], "Missing option '--input'"),
+    (["train"], "Missing option '--config'"),
+    (["budget", "--budget", "1%", "--trust-remote-code", "yes"], "Got unexpected extra argument"),
+    (["report", "--study"], "Option '--study' requires an argument"),
+    (["methods", "extra"], "Got unexpected extra argument"),
+])
+def test_missing_or_mistyped_options_are_usage_errors(tmp_path, argv, needle):
+    result = run_entry_point(*argv, cwd=tmp_path)
+    assert_usage_error(result, argv[0], needle)
+    assert not any(tmp_path.iterdir())

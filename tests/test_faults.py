@@ -40,6 +40,12 @@ def _args(tiny_bert: Path, mrpc_dir: Path, study: str, trials: int, *extra: str)
             "--sampler", "random", "--seed", "1", "--study", study, "--final-seeds", "0", *extra]
 
 
+def _inherited() -> dict[str, str]:
+    """This process's environment less what an in-process search set (Ray's auth mode): each
+    search starts as a user's would."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+
+
 class Search:
     """`autopeft search` running in a subprocess, its output in files (no pipe to fill up)."""
 
@@ -48,7 +54,7 @@ class Search:
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "autopeft", *args], cwd=cwd, stdout=out, stderr=err,
-                env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
+                env={**_inherited(), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
 
     @property
     def stderr(self) -> str:
@@ -172,7 +178,7 @@ def test_out_of_memory_fails_the_trial_with_a_clear_reason(faulty):
 # --- the driver interrupted, then killed, then resumed ----------------------------------------
 def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_trials(
         tmp_path, tiny_bert, mrpc_dir):
-    asked = 3
+    asked = 4  # --trials: the trained trials the study holds when the command is done
     args = _args(tiny_bert, mrpc_dir, "resume", asked)
 
     def running_after(done: int) -> Callable[[], bool]:
@@ -209,12 +215,14 @@ def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_tria
     kept = _numbers(trials, TrialState.COMPLETE)
     assert kept > kept_first
 
-    # the same command again: the stale trial is failed, the asked trials are added, once each
+    # the same command again: the stale trial is failed, and the study is filled up to --trials
+    # (each trial once); a fourth run finds the target reached and trains nothing
+    assert len(kept) < asked
     third = Search(args, tmp_path, "third")
     assert third.wait() == 0, third.stderr[-3000:]
     trials = _assert_whole_study(tmp_path, "resume")
     complete = _numbers(trials, TrialState.COMPLETE)
-    assert kept <= complete and len(complete) == len(kept) + asked
+    assert kept <= complete and len(complete) == asked
     for number in stale:
         assert trials[number].state == TrialState.FAIL
         assert trials[number].user_attrs[records.ATTR_ERROR] == (
@@ -222,7 +230,14 @@ def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_tria
             f"{trials[number].user_attrs[records.ATTR_OWNER]['host']}) ended first")
     report = pd.read_csv(tmp_path / "reports" / "resume" / "trials.csv")
     assert report.trial.is_unique and set(report.trial) == {t.number for t in trials}
-    assert f"study 'resume' ({len(trials) - asked} finished trials so far)" in third.stderr
+    assert (f"study 'resume' holds {len(kept)} trained trials → this run adds up to "
+            f"{asked - len(kept)} (--trials {asked})") in third.stderr
+    assert "Token authentication" not in third.stderr  # a local Ray starts without warnings
+    fourth = Search(args, tmp_path, "fourth")
+    assert fourth.wait() == 0, fourth.stderr[-3000:]
+    assert f"holds {asked} trained trials, --trials {asked} reached: nothing to train" in (
+        fourth.stderr)
+    assert len(_trials(tmp_path, "resume")) == len(trials)
 
 
 # --- a journal lock held by a process that was killed -----------------------------------------

@@ -9,6 +9,7 @@ from autopeft.artifacts import read_description
 from autopeft.errors import AutoPeftError
 from autopeft.methods import METHODS, build_method, parse_method_list
 from autopeft.models import load_model, load_tokenizer, resolve_model
+from tests.arch_harness import assert_delta_trained_and_used, delta_snapshot
 from tests.roundtrip import assert_artifact_roundtrip
 
 TEXTS = ["good movie", "great film", "bad movie", "awful film",
@@ -39,8 +40,12 @@ def test_each_method_learns_a_toy_task_on_the_pretrained_minilm(name, knobs, lr)
     source = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     method = build_method(name, knobs)
     model = method.apply(load_model(source, num_labels=2, seed=1))
-    losses = _train(model, method, _batch(load_tokenizer(source)), lr, steps=12)
+    initial = delta_snapshot(method, model)
+    batch = _batch(load_tokenizer(source))
+    losses = _train(model, method, batch, lr, steps=12)
     assert losses[-1] < 0.5 * losses[0], losses
+    assert_delta_trained_and_used(method, model, initial,
+                                  {k: v for k, v in batch.items() if k != "labels"})
 
 
 @pytest.mark.parametrize(("name", "knobs", "lr"), CASES)
@@ -51,13 +56,15 @@ def test_training_changes_only_the_delta_and_roundtrips_through_the_artifact(
     method = build_method(name, knobs)
     model = method.apply(load_model(source, num_labels=2, seed=1))
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    initial = delta_snapshot(method, model)
     batch = _batch(load_tokenizer(source))
     _train(model, method, batch, lr=1e-2, steps=3)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    assert_delta_trained_and_used(method, model, initial, inputs)
     changed = {k for k, v in model.named_parameters() if not torch.equal(before[k], v.detach())}
     trainable = {k for k, v in model.named_parameters() if v.requires_grad}
     assert changed and changed <= trainable  # frozen weights bit-identical (weight decay incl.)
 
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
     assert_artifact_roundtrip(tmp_path, tiny_bert, method, model, inputs)
     description = read_description(tmp_path / "artifact")
     assert description["knobs"]["learning_rate"] == method.config.learning_rate

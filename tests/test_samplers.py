@@ -28,7 +28,9 @@ methods:
 """
 PROPOSALS = 12  # two past the model-based samplers' 10 startup trials
 HAS_BOTORCH = all(importlib.util.find_spec(m) for m in ("botorch", "optuna_integration"))
-AVAILABLE = [name for name in SAMPLERS if name != "qnehvi" or HAS_BOTORCH]
+AVAILABLE = [name if name != "qnehvi" or HAS_BOTORCH else pytest.param(
+    name, marks=pytest.mark.skip(reason="qnehvi needs botorch and optuna-integration "
+                                        "(pip install -e .[bo])")) for name in SAMPLERS]
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def test_resume_adds_trials_without_losing_or_duplicating(first_run):
     before = load(work)
     retrained = records.final_runs(_open(work))
     resumed = [*args]
-    resumed[resumed.index("--trials") + 1] = "2"
+    resumed[resumed.index("--trials") + 1] = "6"  # the target: 2 more than the first run's 4
     result = run_cli(*resumed, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     after = load(work)

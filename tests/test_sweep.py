@@ -292,6 +292,20 @@ def test_another_grid_or_training_under_an_existing_name_is_refused(swept, tiny_
     assert manifest.read_text() == before
 
 
+def test_another_method_set_is_refused_before_any_study_is_touched(swept, tiny_bert):
+    """Every study's setup is checked before the manifest is written or a study opened."""
+    work, _ = swept
+    (work / "bitfit_only.yaml").write_text(SPACE.split("  lora:")[0])
+    files = sorted((work / "studies").rglob("*"))
+    before = {p: p.read_bytes() for p in files if p.is_file()}
+    args = _swept_args(tiny_bert, work / "glue")
+    args[args.index("--space") + 1] = "bitfit_only.yaml"
+    assert_one_line_error(run_cli(*args, cwd=work), "searches bitfit, lora; this run leaves out "
+                          "lora", "--warm-start")
+    assert sorted((work / "studies").rglob("*")) == files
+    assert {p: p.read_bytes() for p in files if p.is_file()} == before
+
+
 def test_report_needs_a_study_or_a_sweep(tmp_path):
     assert_one_line_error(run_cli("report", cwd=tmp_path), "--study NAME", "--sweep NAME")
     assert_one_line_error(run_cli("report", "--sweep", "nope", cwd=tmp_path), "no sweep 'nope'")

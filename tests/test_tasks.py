@@ -20,8 +20,6 @@ from autopeft.tasks import (
     subsample,
 )
 
-MRPC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "MRPC"
-
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
 
@@ -84,13 +82,11 @@ def test_unknown_task_names_it_and_lists_choices():
 
 
 @pytest.fixture(scope="module")
-def mrpc():
-    if not MRPC_DIR.is_dir():
-        pytest.skip(f"shared MRPC data not found at {MRPC_DIR}")
-    return load_task_data(get_task("mrpc"), MRPC_DIR)
+def mrpc(mrpc_dir):
+    return load_task_data(get_task("mrpc"), mrpc_dir)
 
 
-def test_real_mrpc_loads(mrpc):
+def test_real_mrpc_loads(mrpc, mrpc_dir):
     assert (len(mrpc.train), len(mrpc.dev)) == (3668, 408)
     for frame in (mrpc.train, mrpc.dev):
         assert list(frame.columns) == ["sentence1", "sentence2", "label"]
@@ -99,7 +95,7 @@ def test_real_mrpc_loads(mrpc):
         assert frame["label"].dtype == np.int64
         assert frame.index.equals(pd.RangeIndex(len(frame)))
     assert int(mrpc.dev["label"].sum()) == 279
-    assert mrpc.source == f"glue-tsv:{MRPC_DIR.resolve()}"
+    assert mrpc.source == f"glue-tsv:{mrpc_dir.resolve()}"
 
 
 def test_real_mrpc_keeps_bare_quotes(mrpc):
@@ -111,10 +107,8 @@ def test_real_mrpc_keeps_bare_quotes(mrpc):
     assert mrpc.dev["sentence2"].str.startswith(quoted).sum() == 1
 
 
-def test_glue_root_finds_the_task_folder():
-    if not MRPC_DIR.is_dir():
-        pytest.skip("shared MRPC data not found")
-    data = load_task_data(get_task("mrpc"), MRPC_DIR.parent)
+def test_glue_root_finds_the_task_folder(mrpc_dir):
+    data = load_task_data(get_task("mrpc"), mrpc_dir.parent)
     assert len(data.dev) == 408
 
 
@@ -211,7 +205,7 @@ def test_each_task_loads_its_glue_tsv_layout(tmp_path, name):
             assert frame[column].iloc[0] == text
 
 
-def test_malformed_tsv_rows_are_skipped(tmp_path):
+def test_malformed_tsv_rows_are_refused_or_dropped_on_request(tmp_path):
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"
     lines = [
         header,
@@ -223,7 +217,12 @@ def test_malformed_tsv_rows_are_skipped(tmp_path):
     ]
     (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "dev.tsv").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
-    train = load_task_data(get_task("qqp"), tmp_path).train
+    with pytest.raises(AutoPeftError) as excinfo:
+        load_task_data(get_task("qqp"), tmp_path)
+    assert "3 invalid rows (lines 3, 4, 5)" in _one_line_error(excinfo)
+    data = load_task_data(get_task("qqp"), tmp_path, drop_invalid_rows=True)
+    assert data.dropped == {"train": 3, "dev": 0}
+    train = data.train
     assert train.to_dict("records") == [
         {"question1": "How old?", "question2": "What age?", "label": 1},
         {"question1": "null", "question2": "NA", "label": 0},

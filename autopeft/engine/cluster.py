@@ -14,6 +14,9 @@ import ray
 
 from autopeft.errors import AutoPeftError
 
+# The module whose warning announces Ray's default token authentication (see `connect`).
+_AUTH_DEFAULT_LOGGER = "ray._private.authentication.authentication_token_setup"
+
 
 def connect(address: str | None) -> None:
     """Join the cluster at `address`, or start a local instance (no dashboard, no log relay)."""
@@ -27,6 +30,10 @@ def connect(address: str | None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:  # "local": a new instance, never a cluster some `ray start` left recorded
+            # Ray >= 2.60 turns token authentication on for a new local instance and warns
+            # about that default on every start; the default is kept (safe) and its notice,
+            # news to no user of a private local instance, silenced. RAY_AUTH_MODE still wins.
+            logging.getLogger(_AUTH_DEFAULT_LOGGER).setLevel(logging.ERROR)
             ray.init(address="local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -41,8 +41,10 @@ def allocation_div(trial: int) -> str:
 
 
 def _setup(data: StudyViews) -> str:
+    dropped = views.dropped_rows_note(data.setup)
     return "\n".join([
         page.table(views.SETUP_HEADER, views.setup_rows(data.setup)),
+        *([page.paragraph(dropped)] if dropped else []),
         page.paragraph(f"{len(data.trials)} trials in total."),
         page.table(views.STATE_HEADER, views.state_rows(data.trials), numeric=(2,)),
     ])

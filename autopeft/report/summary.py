@@ -25,6 +25,7 @@ def render_summary(study: optuna.Study, trials: pd.DataFrame, pareto: pd.DataFra
     sections = [
         f"# AutoPEFT report: {study.study_name}",
         markdown_table(views.SETUP_HEADER, views.setup_rows(setup)),
+        *filter(None, [views.dropped_rows_note(setup)]),
         _trial_counts(trials),
         _best(pareto, setup),
         _front_table(pareto),

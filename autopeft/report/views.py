@@ -58,6 +58,17 @@ def setup_rows(setup: StudySetup) -> Rows:
     ]
 
 
+def dropped_rows_note(setup: StudySetup) -> str | None:
+    """`3 invalid rows dropped from train, 0 from dev (--drop-invalid-rows)`; None when the
+    study was not run with that flag (then no row was dropped: an invalid one is an error)."""
+    dropped = setup.dropped_rows
+    if dropped is None:
+        return None
+    train = int(dropped.get("train", 0))
+    return (f"{train} invalid row{'' if train == 1 else 's'} dropped from train, "
+            f"{int(dropped.get('dev', 0))} from dev (--drop-invalid-rows)")
+
+
 def state_rows(trials: pd.DataFrame) -> Rows:
     """How many trials ended in each state, every known state listed (zeros too)."""
     counts = trials["state"].value_counts()

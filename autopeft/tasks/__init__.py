@@ -3,7 +3,7 @@
 from autopeft.tasks.data import TaskData, load_task_data
 from autopeft.tasks.metrics import chance_score, compute_metrics
 from autopeft.tasks.specs import TASKS, TaskSpec, TsvLayout, get_task
-from autopeft.tasks.split import selection_cap, selection_split, subsample
+from autopeft.tasks.split import check_split_sizes, selection_cap, selection_split, subsample
 
 __all__ = [
     "TASKS",
@@ -11,6 +11,7 @@ __all__ = [
     "TaskSpec",
     "TsvLayout",
     "chance_score",
+    "check_split_sizes",
     "compute_metrics",
     "get_task",
     "load_task_data",

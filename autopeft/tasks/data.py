@@ -2,7 +2,13 @@
 
 Whatever the source, the result has the task's Hugging Face column names plus "label", so
 tokenisation and training never see format quirks (GLUE's header-less CoLA, string labels,
-byte-order marks, bare quotes, malformed rows).
+byte-order marks, bare quotes).
+
+A row that cannot be trained on (no text, no label, a label the task does not have, or a line
+that does not parse) is *invalid*. By default an invalid row is an error naming the file, the
+rows' line numbers and what is wrong with them; with `drop_invalid_rows` such rows are dropped
+instead, counted in `TaskData.dropped` and in one warning line per file. No row is ever lost
+without a word.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,8 @@ log = logging.getLogger(__name__)
 
 _HUB_PROBE_TIMEOUT_S = 10.0
 _TRUE = {"1", "true", "yes", "on"}
+_SHOWN = 5  # bad label values and line numbers named in an error, at most
+DROP_FLAG = "--drop-invalid-rows"
 
 
 @dataclass
@@ -34,17 +42,25 @@ class TaskData:
     train: pd.DataFrame
     dev: pd.DataFrame
     source: str
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Invalid rows dropped per split, {"train": 3, "dev": 0} (non-zero only with
+    `drop_invalid_rows`; otherwise an invalid row is an error)."""
 
 
-def load_task_data(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
+def load_task_data(task: TaskSpec, data_dir: str | Path | None,
+                   drop_invalid_rows: bool = False) -> TaskData:
     """Load `task` from `data_dir`, or from the Hugging Face Hub when `data_dir` is None.
 
     `data_dir` may hold the GLUE TSV layout (train.tsv + dev.tsv, dev_matched.tsv for MNLI),
     CSV (train.csv + dev.csv or validation.csv) or JSON Lines (train.jsonl + dev.jsonl or
     validation.jsonl); it may also be the GLUE root holding the task's folder (e.g. MRPC/).
     A control task (`mrpc:shuffled`) reads its task's data and permutes the training labels.
+
+    An invalid row (no text, no label, an unknown label, a line that does not parse) is an
+    `AutoPeftError` naming the file and its lines; `drop_invalid_rows` drops such rows instead
+    and counts them in `TaskData.dropped`.
     """
-    data = _load(task, data_dir)
+    data = _load(task, data_dir, drop_invalid_rows)
     if task.control == "shuffled":
         data.train = shuffled_labels(data.train)
         data.source += " (training labels shuffled)"
@@ -61,9 +77,9 @@ def shuffled_labels(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return frame.assign(label=permuted)
 
 
-def _load(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
+def _load(task: TaskSpec, data_dir: str | Path | None, drop_invalid_rows: bool) -> TaskData:
     if data_dir is None:
-        return _load_from_hub(task)
+        return _load_from_hub(task, drop_invalid_rows)
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise AutoPeftError(
@@ -74,11 +90,12 @@ def _load(task: TaskSpec, data_dir: str | Path | None) -> TaskData:
             train_path = _first_file(folder, train_names)
             dev_path = _first_file(folder, dev_names)
             if train_path and dev_path:
-                return TaskData(
-                    train=reader(task, train_path),
-                    dev=reader(task, dev_path),
-                    source=f"{kind}:{folder.resolve()}",
-                )
+                train, train_dropped = _clean(task, reader(task, train_path),
+                                              drop_invalid_rows=drop_invalid_rows)
+                dev, dev_dropped = _clean(task, reader(task, dev_path),
+                                          drop_invalid_rows=drop_invalid_rows)
+                return TaskData(train=train, dev=dev, source=f"{kind}:{folder.resolve()}",
+                                dropped={"train": train_dropped, "dev": dev_dropped})
     raise AutoPeftError(f"no usable {task.name} data in '{root}': expected {_layouts(task)}")
 
 
@@ -90,7 +107,23 @@ def _layouts(task: TaskSpec) -> str:
     )
 
 
-Reader = Callable[[TaskSpec, Path], pd.DataFrame]
+@dataclass
+class _Parsed:
+    """One file's rows as read, before they are checked: canonical columns, raw strings."""
+
+    frame: pd.DataFrame  # text columns + "label", a RangeIndex
+    where: str  # the file (or Hub split), for messages
+    lines: np.ndarray  # each row's 1-based line in the file (its row, for the Hub)
+    data_rows: np.ndarray  # each row's 0-based data row: the prediction index
+    unparsed: list[int] = field(default_factory=list)  # lines of rows that did not parse
+    why_unparsed: str = ""  # e.g. "not 5 tab-separated fields"
+    unit: str = "line"  # what `lines` count
+    lenient: bool = False
+    """Predictions only (`require_labels=False`): as GLUE TSVs always were read there, an unknown
+    label is no label and a line that does not parse is skipped; else both are errors."""
+
+
+Reader = Callable[..., _Parsed]
 
 
 def _readers(task: TaskSpec) -> list[tuple[str, tuple[str, ...], tuple[str, ...], Reader]]:
@@ -119,87 +152,134 @@ def read_examples(task: TaskSpec, path: str | Path, require_labels: bool = True)
                             f"{', '.join(readers)} (GLUE TSV, CSV, JSON Lines)")
     if not path.is_file():
         raise AutoPeftError(f"input file '{path}' does not exist")
-    return reader(task, path, require_labels=require_labels)
+    frame, _ = _clean(task, reader(task, path, require_labels=require_labels),
+                      require_labels=require_labels)
+    return frame
 
 
 # --- GLUE TSV -------------------------------------------------------------------------------
 
 
-def _read_glue_tsv(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
-    """Read one GLUE TSV; rows that do not parse (GLUE's QQP/MNLI have a few) are dropped."""
+def _read_glue_tsv(task: TaskSpec, path: Path, require_labels: bool = True) -> _Parsed:
+    """Read one GLUE TSV; each line is a row, and one without the layout's fields is unparsed."""
     layout = task.tsv
     try:
-        raw = pd.read_csv(
-            path,
-            sep="\t",
-            quoting=csv.QUOTE_NONE,  # strings hold bare double quotes
-            encoding="utf-8-sig",  # MRPC starts with a byte-order mark
-            header=0 if layout.has_header else None,
-            dtype=str,
-            keep_default_na=False,  # a sentence reading "null" or "NA" is text, not missing
-            on_bad_lines="skip",  # rows with extra fields
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        text = path.read_text(encoding="utf-8-sig")  # MRPC starts with a byte-order mark
+    except UnicodeDecodeError as exc:
         raise _unreadable(path, "GLUE TSV", exc) from exc
+    # Split by hand rather than with pandas: GLUE TSVs are read with quoting off (strings hold
+    # bare double quotes), so one physical line is one row, and splitting it ourselves gives
+    # each row's line number and field count, which pandas' on_bad_lines never reports (it
+    # skips such lines, or warns without saying which). read_text has already turned \r\n and
+    # \r into \n, as pandas' line splitting would; blank lines are not rows.
+    numbered = [(number, line.split("\t"))
+                for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if layout.has_header:
+        if not numbered:
+            raise AutoPeftError(f"{path} is not a readable GLUE TSV file: it is empty")
+        (_, header), numbered = numbered[0], numbered[1:]
     fields = (*layout.text_fields, layout.label_field)
-    columns = {}
-    for canonical, field in zip((*task.text_columns, "label"), fields, strict=True):
-        if field not in raw.columns and canonical == "label" and not require_labels:
-            columns[canonical] = pd.Series("", index=raw.index)
-            continue
-        if field not in raw.columns:
+    width = len(header) if layout.has_header else max(fields) + 1  # type: ignore[type-var]
+    positions: dict[str, int | None] = {}
+    for canonical, name in zip((*task.text_columns, "label"), fields, strict=True):
+        if isinstance(name, int):
+            positions[canonical] = name
+        elif name in header:
+            positions[canonical] = header.index(name)
+        elif canonical == "label" and not require_labels:
+            positions[canonical] = None
+        else:
             expected = ", ".join(_describe_field(f) for f in fields)
             raise AutoPeftError(
-                f"{path} has no column {_describe_field(field)} (for '{canonical}'); the GLUE "
+                f"{path} has no column {_describe_field(name)} (for '{canonical}'); the GLUE "
                 f"{layout.folder} layout needs: {expected}"
             )
-        columns[canonical] = raw[field]
-    frame = pd.DataFrame(columns)
-    skipped = _count_lines(path) - int(layout.has_header) - len(raw)
-    return _clean(task, frame, path, strict_labels=False, already_dropped=max(skipped, 0),
-                  require_labels=require_labels)
+    rows, lines, data_rows, unparsed = _of_width(numbered, width, require_labels)
+    frame = pd.DataFrame({canonical: [r[i] if i is not None else "" for r in rows]
+                          for canonical, i in positions.items()}, dtype=object)
+    return _Parsed(frame, str(path), np.array(lines, dtype=int),
+                   np.array(data_rows, dtype=int), unparsed,
+                   f"not {width} tab-separated fields", lenient=True)
+
+
+def _of_width(records: list[tuple[int, list[str]]], width: int, require_labels: bool
+              ) -> tuple[list[list[str]], list[int], list[int], list[int]]:
+    """(line, fields) records split into the rows with `width` fields (with their lines and
+    data-row numbers) and the lines of those without; for predictions a short row is padded,
+    as pandas pads it."""
+    rows, lines, data_rows, unparsed = [], [], [], []
+    for data_row, (number, values) in enumerate(records):
+        if len(values) < width and not require_labels:
+            values = values + [""] * (width - len(values))
+        if len(values) != width:
+            unparsed.append(number)
+            continue
+        rows.append(values)
+        lines.append(number)
+        data_rows.append(data_row)
+    return rows, lines, data_rows, unparsed
 
 
 def _describe_field(field: str | int) -> str:
     return f"'{field}'" if isinstance(field, str) else f"#{field + 1} (no header)"
 
 
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 # --- CSV and JSON Lines -----------------------------------------------------------------------
 
 
-def _read_csv(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
+def _read_csv(task: TaskSpec, path: Path, require_labels: bool = True) -> _Parsed:
+    """Read one CSV with the stdlib reader, which says on which line each record ends (a
+    quoted field may span lines); a record without the header's number of fields is unparsed."""
+    records: list[tuple[int, list[str]]] = []  # (first line, fields)
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            first = 1
+            for values in reader:
+                if len(values) > 1 or (values and values[0].strip()):  # blank lines: no rows
+                    records.append((first, values))
+                first = reader.line_num + 1
+    except (csv.Error, UnicodeDecodeError) as exc:
         raise _unreadable(path, "CSV", exc) from exc
-    return _clean(task, _canonical_columns(task, raw, path, require_labels), path,
-                  strict_labels=True, require_labels=require_labels)
+    if not records:
+        raise AutoPeftError(f"{path} is not a readable CSV file: it is empty")
+    (_, header), records = records[0], records[1:]
+    width = len(header)
+    rows, lines, data_rows, unparsed = _of_width(records, width, require_labels)
+    columns = list(dict.fromkeys(header))  # a repeated name: its first column
+    raw = pd.DataFrame({name: [r[header.index(name)] for r in rows] for name in columns},
+                       dtype=object)
+    return _Parsed(_canonical_columns(task, raw, path, require_labels), str(path),
+                   np.array(lines, dtype=int), np.array(data_rows, dtype=int), unparsed,
+                   f"not {width} comma-separated fields")
 
 
-def _read_jsonl(task: TaskSpec, path: Path, require_labels: bool = True) -> pd.DataFrame:
-    records = []
+def _read_jsonl(task: TaskSpec, path: Path, require_labels: bool = True) -> _Parsed:
+    records, lines, data_rows, unparsed = [], [], [], []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # read_text turns \r\n and \r into \n; str.splitlines would also split inside a JSON
+        # string at characters such as U+2028, which JSON allows unescaped.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _unreadable(path, "JSON Lines", exc) from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    for data_row, (number, line) in enumerate(numbered):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AutoPeftError(f"{path}:{number} is not valid JSON: {exc.msg}") from exc
+        except json.JSONDecodeError:
+            record = None
         if not isinstance(record, dict):
-            raise AutoPeftError(f"{path}:{number} is not a JSON object; each line needs one")
+            unparsed.append(number)
+            continue
         records.append(record)
-    raw = pd.DataFrame.from_records(records)
-    return _clean(task, _canonical_columns(task, raw, path, require_labels), path,
-                  strict_labels=True, require_labels=require_labels)
+        lines.append(number)
+        data_rows.append(data_row)
+    needed = (*task.text_columns, "label")
+    raw = (pd.DataFrame.from_records(records) if records
+           else pd.DataFrame({c: [] for c in needed}, dtype=object))
+    return _Parsed(_canonical_columns(task, raw, path, require_labels), str(path),
+                   np.array(lines, dtype=int), np.array(data_rows, dtype=int), unparsed,
+                   "not a JSON object")
 
 
 def _canonical_columns(task: TaskSpec, raw: pd.DataFrame, path: Path | str,
@@ -212,13 +292,13 @@ def _canonical_columns(task: TaskSpec, raw: pd.DataFrame, path: Path | str,
             raise AutoPeftError(
                 f"{path} has no column '{column}'; {task.name} needs columns: {', '.join(needed)}"
             )
-    return raw[list(needed)]
+    return raw[list(needed)].reset_index(drop=True)
 
 
 # --- Hub ----------------------------------------------------------------------------------------
 
 
-def _load_from_hub(task: TaskSpec) -> TaskData:
+def _load_from_hub(task: TaskSpec, drop_invalid_rows: bool = False) -> TaskData:
     """Fetch from the Hub, failing fast and in one line when it is out of reach."""
     message = (
         f"could not fetch GLUE '{task.name}' from the Hugging Face Hub (offline?): pass "
@@ -239,11 +319,12 @@ def _load_from_hub(task: TaskSpec) -> TaskData:
     except Exception as exc:  # any failure means the same thing to the user
         raise AutoPeftError(message) from exc
     where = f"hub:{'/'.join(task.hub_path)}"
-    return TaskData(
-        train=_clean(task, _canonical_columns(task, train, where), where, strict_labels=False),
-        dev=_clean(task, _canonical_columns(task, dev, where), where, strict_labels=False),
-        source=where,
-    )
+    frames, dropped = {}, {}
+    for split, rows, name in (("train", train, "train"), ("dev", dev, task.eval_split)):
+        parsed = _Parsed(_canonical_columns(task, rows, where), f"{where} ({name} split)",
+                         np.arange(1, len(rows) + 1), np.arange(len(rows)), unit="row")
+        frames[split], dropped[split] = _clean(task, parsed, drop_invalid_rows=drop_invalid_rows)
+    return TaskData(train=frames["train"], dev=frames["dev"], source=where, dropped=dropped)
 
 
 def _hub_offline() -> bool:
@@ -262,46 +343,118 @@ def _hub_offline() -> bool:
 
 def _clean(
     task: TaskSpec,
-    frame: pd.DataFrame,
-    path: Path | str,
-    strict_labels: bool,
-    already_dropped: int = 0,
+    parsed: _Parsed,
     require_labels: bool = True,
-) -> pd.DataFrame:
-    """Drop rows missing a text or label, map labels to numbers, reset the index.
+    drop_invalid_rows: bool = False,
+) -> tuple[pd.DataFrame, int]:
+    """The rows to train on, labels mapped to numbers, a fresh index; and how many were dropped.
 
-    With `strict_labels`, a label that is present but not recognised is an error (a user file);
-    otherwise it marks a malformed row and the row is dropped (GLUE's own files). Without
-    `require_labels` rows need only their texts and keep their data row number as the index.
+    An invalid row (one that did not parse, lacks a text or a label, or has a label the task
+    does not have) is an error unless `drop_invalid_rows`. Without `require_labels`
+    (predictions) rows need only their texts and keep their data row as the index.
     """
+    frame = parsed.frame
     texts = {c: frame[c].astype("string").str.strip() for c in task.text_columns}
     has_text = pd.concat([t.fillna("").ne("") for t in texts.values()], axis=1).all(axis=1)
     raw_labels = frame["label"].astype("string").str.strip()
     has_label = raw_labels.fillna("").ne("")
     labels = _parse_labels(task, raw_labels)
-    bad = has_label & labels.isna()
-    if strict_labels and bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise AutoPeftError(
-            f"{path}: label '{raw_labels.iloc[position]}' in data row {position + 1} is not "
-            f"usable; {task.name} accepts {_accepted_labels(task)}"
-        )
-    keep = (has_text & (labels.notna() | (not require_labels))).to_numpy()
+    if not require_labels:
+        return _for_prediction(task, parsed, has_text.to_numpy(), has_label & labels.isna(),
+                               raw_labels, labels)
+    no_text = (~has_text).to_numpy()
+    no_label = (has_text & ~has_label).to_numpy()
+    unknown = (has_text & has_label & labels.isna()).to_numpy()
+    keep = ~(no_text | no_label | unknown)
+    invalid = len(parsed.unparsed) + int((~keep).sum())
+    detail = ""
+    if invalid:
+        detail = _describe_invalid(task, parsed, no_text, no_label, unknown, raw_labels)
+        if not drop_invalid_rows:
+            raise AutoPeftError(
+                f"{parsed.where} has {detail}; {task.name} accepts {_accepted_labels(task)}; "
+                f"fix them, or pass {DROP_FLAG} to train without them")
     if not keep.any():  # before the warning below, so that the error is the only line shown
+        why = f"{detail}, all dropped ({DROP_FLAG})" if invalid else "it holds no data rows"
+        raise AutoPeftError(f"{parsed.where} has no usable rows: {why}; {task.name} accepts "
+                            f"{_accepted_labels(task)}")
+    if invalid:
+        log.warning("%s: dropped %s (%s)", parsed.where, detail, DROP_FLAG)
+    return _frame(task, frame, labels, keep), invalid
+
+
+def _for_prediction(task: TaskSpec, parsed: _Parsed, keep: np.ndarray, unknown: pd.Series,
+                    raw_labels: pd.Series, labels: pd.Series) -> tuple[pd.DataFrame, int]:
+    """Rows to predict: those with their texts, labels optional (an unknown one is NaN for a
+    GLUE TSV, an error elsewhere); indexed by their data row."""
+    if parsed.unparsed and not parsed.lenient:
+        count = len(parsed.unparsed)
+        raise AutoPeftError(f"{parsed.where} has {count} {_plural(count, parsed.unit)} that "
+                            f"do{'es' if count == 1 else ''} not parse ({parsed.why_unparsed}) "
+                            f"at {_where_lines(parsed.unit, parsed.unparsed)}")
+    if unknown.any() and not parsed.lenient:
+        position = int(np.flatnonzero(unknown.to_numpy())[0])
         raise AutoPeftError(
-            f"{path} has no usable rows: each lacks a text ({', '.join(task.text_columns)})"
-            + (f" or a valid label; {task.name} accepts {_accepted_labels(task)}"
-               if require_labels else ""))
-    dropped = already_dropped + int((~keep).sum())
+            f"{parsed.where}: label '{raw_labels.iloc[position]}' at {parsed.unit} "
+            f"{parsed.lines[position]} is not usable; {task.name} accepts {_accepted_labels(task)}"
+        )
+    if not keep.any():  # before the warning below, so that the error is the only line shown
+        raise AutoPeftError(f"{parsed.where} has no usable rows: each lacks a text "
+                            f"({', '.join(task.text_columns)})")
+    dropped = len(parsed.unparsed) + int((~keep).sum())
     if dropped:
-        log.warning("%s: dropped %d malformed or incomplete rows", path, dropped)
+        log.warning("%s: dropped %d malformed or incomplete rows", parsed.where, dropped)
+    out = _frame(task, parsed.frame, labels, keep)
+    out.index = parsed.data_rows[keep]
+    return out, dropped
+
+
+def _frame(task: TaskSpec, frame: pd.DataFrame, labels: pd.Series,
+           keep: np.ndarray) -> pd.DataFrame:
     out = pd.DataFrame({c: frame[c][keep].astype(str).to_numpy() for c in task.text_columns})
     kept = labels[keep].to_numpy()
     dtype = float if task.is_regression or np.isnan(kept).any() else np.int64
     out["label"] = kept.astype(dtype)
-    if not require_labels:
-        out.index = np.flatnonzero(keep)
     return out
+
+
+def _describe_invalid(task: TaskSpec, parsed: _Parsed, no_text: np.ndarray,
+                      no_label: np.ndarray, unknown: np.ndarray, raw_labels: pd.Series) -> str:
+    """`3 invalid rows (lines 2, 7, 9): 1 that does not parse (...), 2 with an unknown label
+    ('maybe', '7')`; each row is counted once, under the first of these that applies."""
+    invalid_lines = sorted([*parsed.unparsed, *parsed.lines[no_text | no_label | unknown]])
+    count = len(invalid_lines)
+    parts = []
+    if parsed.unparsed:
+        k = len(parsed.unparsed)
+        parts.append(f"{k} that do{'es' if k == 1 else ''} not parse ({parsed.why_unparsed})")
+    if no_text.any():
+        parts.append(f"{int(no_text.sum())} lacking a text ({', '.join(task.text_columns)})")
+    if no_label.any():
+        parts.append(f"{int(no_label.sum())} lacking a label")
+    if unknown.any():
+        values = list(dict.fromkeys(raw_labels[unknown].tolist()))
+        shown = ", ".join(f"'{_short(v)}'" for v in values[:_SHOWN])
+        more = ", ..." if len(values) > _SHOWN else ""
+        parts.append(f"{int(unknown.sum())} with an unknown label ({shown}{more})")
+    return (f"{count} invalid {_plural(count, 'row')} ({_where_lines(parsed.unit, invalid_lines)})"
+            f": {', '.join(parts)}")
+
+
+def _where_lines(unit: str, numbers: list[int]) -> str:
+    """`lines 3, 4, 9` (the first few, then `...`), or `line 3`."""
+    shown = ", ".join(str(int(n)) for n in numbers[:_SHOWN])
+    return f"{_plural(len(numbers), unit)} {shown}{', ...' if len(numbers) > _SHOWN else ''}"
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """A label value as one short line: a wrong column can put a whole sentence there."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_labels(task: TaskSpec, raw: pd.Series) -> pd.Series:

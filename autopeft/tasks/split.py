@@ -23,6 +23,44 @@ _MAX_BINS = 10  # quantile bins used to stratify regression scores
 SELECTION_MIN_ROWS, SELECTION_MAX_ROWS = 1_000, 5_000
 
 
+# The least a search trains and selects on. Below 16 training rows a trial's score says
+# nothing about the method; a class seen fewer than 3 times in selection makes its accuracy
+# a coin toss. Real tasks have far more: these only catch a mistyped --max-train-samples or a
+# file that is mostly empty.
+MIN_TRAIN_ROWS = 16
+MIN_SELECTION_PER_CLASS = 3
+MIN_SELECTION_ROWS = 10  # regression
+
+
+def check_split_sizes(task: TaskSpec, train: pd.DataFrame, selection: pd.DataFrame) -> None:
+    """A one-line error when the rows a search would train or select on are too few to mean
+    anything (see MIN_TRAIN_ROWS and MIN_SELECTION_PER_CLASS)."""
+    if len(train) < MIN_TRAIN_ROWS:
+        raise AutoPeftError(
+            f"{task.name}: trials would train on {len(train)} row(s); at least "
+            f"{MIN_TRAIN_ROWS} are needed (raise --max-train-samples, or use more data)")
+    if task.is_regression:
+        if len(selection) < MIN_SELECTION_ROWS:
+            raise AutoPeftError(
+                f"{task.name}: the selection split holds {len(selection)} row(s); at least "
+                f"{MIN_SELECTION_ROWS} are needed (raise --selection-fraction, or use more data)")
+        return
+    counts = selection["label"].value_counts()
+    short = {label: int(counts.get(label, 0)) for label in range(task.num_labels)
+             if counts.get(label, 0) < MIN_SELECTION_PER_CLASS}
+    if short:
+        names = ", ".join(f"{_label_name(task, label)}: {n}" for label, n in short.items())
+        raise AutoPeftError(
+            f"{task.name}: the selection split (held out of train) holds too few rows of some "
+            f"labels ({names}); each needs at least {MIN_SELECTION_PER_CLASS}: raise "
+            "--selection-fraction, or use more data")
+
+
+def _label_name(task: TaskSpec, label: int) -> str:
+    names = task.label_names
+    return f"'{names[label]}'" if label < len(names) else str(label)
+
+
 def selection_cap(train_rows: int) -> int:
     """The most rows the selection split gets when trials train on `train_rows` rows."""
     return min(SELECTION_MAX_ROWS, max(SELECTION_MIN_ROWS, train_rows // 2))
