@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from autopeft.errors import AutoPeftError
@@ -27,6 +28,9 @@ def parse_time_budget(text: str | None) -> float | None:
     else:
         seconds = sum(float(part) * unit for part, unit in zip(match.groups(), _UNITS,
                                                                 strict=True) if part)
+    if not math.isfinite(seconds):  # hundreds of digits read as inf
+        raise AutoPeftError(f"--time-budget '{text[:40]}...' is not a finite duration; "
+                            f"{ACCEPTED}")
     if seconds <= 0:
         raise AutoPeftError(f"--time-budget '{text}' must be more than 0 seconds; {ACCEPTED}")
     return seconds

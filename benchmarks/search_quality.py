@@ -105,8 +105,19 @@ def compute_to_reach(outcome: dict, target: float) -> float | None:
     return None
 
 
+# What makes two runs comparable: a ratio between runs that differ in any of these says nothing.
+COMPARABLE = ("suite", "model", "trials", "scheduler_trials", "epochs", "budget", "methods",
+              "max_train_samples", "max_length", "batch_size", "train_size", "grace_epochs")
+
+
+def run_meta(task: str, seed: int, args: argparse.Namespace) -> dict:
+    """What a run's outcome is recorded with: its task and seed, and the flags it ran under."""
+    return {"task": task, "seed": seed, **{k: getattr(args, k) for k in COMPARABLE}}
+
+
 def baseline_runs(results: dict, baseline: Path | None) -> list | None:
-    """Random search's runs, in the order of this run's: its own, else those of `baseline`."""
+    """Random search's runs, in the order of this run's: its own, else those of `baseline`,
+    which must have run under the same flags (`COMPARABLE`)."""
     if "random" in results:
         return results["random"]
     if baseline is None:
@@ -117,7 +128,23 @@ def baseline_runs(results: dict, baseline: Path | None) -> list | None:
     missing = [meta for _, meta in first if (meta["task"], meta["seed"]) not in by_run]
     if missing:
         raise SystemExit(f"--baseline {baseline} has no random run for {missing}")
+    for _, meta in first:
+        other = by_run[meta["task"], meta["seed"]][1]
+        differ = {k: (other.get(k, "not recorded"), meta[k]) for k in COMPARABLE
+                  if other.get(k, "not recorded") != meta[k]}
+        if differ:
+            raise SystemExit(f"--baseline {baseline} ran {meta['task']} seed {meta['seed']} "
+                             f"under other flags (baseline, this run): {differ}")
     return [by_run[meta["task"], meta["seed"]] for _, meta in first]
+
+
+def ratio_summary(values: list[float], bases: list[float]) -> tuple[float, float, int]:
+    """(ratio of the means, mean of the per-run ratios, runs in that mean): runs whose base is 0
+    (random found nothing above chance) have no ratio of their own and are left out of it."""
+    mean_base = sum(bases) / len(bases)
+    of_means = (sum(values) / len(values)) / mean_base if mean_base else float("nan")
+    per_run = [v / b for v, b in zip(values, bases, strict=True) if b]
+    return of_means, (sum(per_run) / len(per_run) if per_run else float("nan")), len(per_run)
 
 
 def main() -> None:
@@ -177,8 +204,8 @@ def main() -> None:
             for seed in args.seeds:
                 for setting in settings:
                     outcome = run(setting, model, data_dir, work / task, seed, args)
-                    results.setdefault(setting.label, []).append((outcome, {"task": task,
-                                                                            "seed": seed}))
+                    results.setdefault(setting.label, []).append(
+                        (outcome, run_meta(task, seed, args)))
                     if args.json:  # a run cut short still leaves the finished ones
                         args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
                     print(f"{task} seed {seed} {setting.label}: hv {outcome['hv']:.4f} "
@@ -196,22 +223,25 @@ def main() -> None:
     print(f"\nsearch quality ({args.suite} suite, {args.trials} trials, seeds {args.seeds}, "
           f"budget {args.budget}; hypervolume of (1 - score, stored/budget), reference "
           "(1 - chance, 1); hv(1,1): reference (1, 1))")
-    print(f"{'setting':<18}{'mean hv':>9}{'hv/random':>10}{'hv(1,1)/random':>15}{'epochs':>8}"
+    print(f"{'setting':<18}{'mean hv':>9}{'hv/random':>20}{'hv(1,1)/random':>20}{'epochs':>8}"
           f"{'seconds':>9}{'compute to reach random hv':>27}")
+    print(f"{'':<18}{'':>9}{'of means, per run':>20}{'of means, per run':>20}")
     for label, runs in results.items():
-        ratios, unit_ratios, reach = [], [], []
+        reach = []
         for (outcome, _), (base, _) in zip(runs, random_runs, strict=True):
-            ratios.append(outcome["hv"] / base["hv"] if base["hv"] else float("nan"))
-            unit_ratios.append(outcome["hv_unit"] / base["hv_unit"])
             spent = compute_to_reach(outcome, base["hv"])
             reach.append(spent / base["compute"][-1] if spent is not None else float("nan"))
+        hv = ratio_summary([o["hv"] for o, _ in runs], [b["hv"] for b, _ in random_runs])
+        unit = ratio_summary([o["hv_unit"] for o, _ in runs],
+                             [b["hv_unit"] for b, _ in random_runs])
         mean_hv = sum(o["hv"] for o, _ in runs) / len(runs)
         compute = sum(o["compute_at_equal_trials"] for o, _ in runs) / len(runs)
         seconds = sum(o["seconds"] for o, _ in runs) / len(runs)
         reached = pd.Series(reach).dropna()
-        # mean of per-run ratios; a run where random found nothing above chance is left out
-        print(f"{label:<18}{mean_hv:>9.4f}{pd.Series(ratios).mean():>10.2f}"
-              f"{pd.Series(unit_ratios).mean():>15.2f}{compute:>8.0f}{seconds:>9.0f}"
+        print(f"{label:<18}{mean_hv:>9.4f}"
+              f"{f'{hv[0]:.2f}, {hv[1]:.2f} ({hv[2]}/{len(runs)})':>20}"
+              f"{f'{unit[0]:.2f}, {unit[1]:.2f} ({unit[2]}/{len(runs)})':>20}"
+              f"{compute:>8.0f}{seconds:>9.0f}"
               f"{reached.mean():>12.0%} in {len(reached)}/{len(reach)} runs")
     print("targets: tpe >= 1.15x random's hypervolume; with MO-ASHA, random's final hypervolume "
           "reached with <= 50% of random's compute")

@@ -335,7 +335,7 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
                    and t.user_attrs.get(records.ATTR_WORKER, {}).get("node") == worker_id
                    for t in _trials(tmp_path, "nodes"))
 
-    args[args.index("--trials") + 1] = "3"
+    args[args.index("--trials") + 1] = "5"  # the study's target: 3 more than the 2 it holds
     lost = Search([*args, "--epochs", "4", "--max-train-samples", "400"], tmp_path, "lost",
                   **env)  # longer trials (the last of a repeated option counts)
     lost.wait_until(training_on_worker_node)

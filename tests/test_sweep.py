@@ -210,6 +210,21 @@ def test_the_control_scores_at_chance(swept):
         assert best <= constant + slack, (best, constant)
 
 
+def test_on_dev_the_true_labels_beat_chance_and_the_control_does_not(swept):
+    """Dev labels are true for both: what the true-label studies learnt shows there, and the
+    control, trained on shuffled labels, stays at a constant guess (its points at chance on
+    selection are not retrained; any that is must score at chance on dev)."""
+    work, _ = swept
+    dev = load_task_data(get_task("mrpc"), work / "glue" / "MRPC").dev.label.to_numpy()
+    constant = chance_score(get_task("mrpc"), dev)
+    slack = 3 * np.sqrt(0.25 / len(dev))
+    best = {"mrpc": [], "mrpc:shuffled": []}
+    for entry, study in _studies(work).values():
+        best[entry["task"]] += [p["score_mean"] for p in records.final_runs(study).values()]
+    assert best["mrpc"] and max(best["mrpc"]) > constant + slack, (best, constant)
+    assert all(score <= constant + slack for score in best["mrpc:shuffled"]), (best, constant)
+
+
 # --- the combined report --------------------------------------------------------------------
 def test_combined_report_lists_every_study_and_links_its_report(swept):
     work, _ = swept
