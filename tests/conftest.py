@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from autopeft.testing import build_tiny_bert
+from autopeft.train.faults import ENV as FAULT_ENV
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -41,3 +44,35 @@ def tiny_models(tmp_path_factory):
         return built[architecture]
 
     return get
+
+
+@pytest.fixture
+def two_nodes(monkeypatch):
+    """A head and a worker node (1 CPU, no GPU each) on this machine, in a private Ray temp dir.
+
+    `ray.cluster_utils.Cluster` starts each node's processes from this test and kills exactly
+    those (by pid) when a node is removed; `ray stop` would kill every Ray process of this
+    user on the machine, other searches' included. The private temp dir keeps the cluster's
+    address file away from other searches, which would otherwise join this cluster. A lost
+    node is noticed within about 1.5 s (Ray's default is tens of seconds).
+    """
+    from ray.cluster_utils import Cluster
+
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
+    monkeypatch.setenv("RAY_TMPDIR", temp)
+    # the nodes' workers inherit this: the first two trials wait for each other, so both
+    # nodes get one (else Ray may run every trial in the head's actor, one after another)
+    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
+    fast_failure_detection = {"health_check_initial_delay_ms": 0,
+                              "health_check_period_ms": 500,
+                              "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "num_gpus": 0, "include_dashboard": False,
+        "_system_config": fast_failure_detection})
+    try:
+        worker = cluster.add_node(num_cpus=1, num_gpus=0)
+        cluster.wait_for_nodes()
+        yield cluster, worker
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

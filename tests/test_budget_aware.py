@@ -22,7 +22,10 @@ BUDGETS = ["0.01%", "0.1%", "0.5%", "1%", "5%"]
 @pytest.fixture(scope="module")
 def sizers(tiny_bert, tiny_models):
     return {"bert": Sizer(resolve_model(str(tiny_bert)), num_labels=2),
-            "llama": Sizer(resolve_model(str(tiny_models("llama"))), num_labels=2)}
+            "llama": Sizer(resolve_model(str(tiny_models("llama"))), num_labels=2),
+            "gpt2": Sizer(resolve_model(str(tiny_models("gpt2"))), num_labels=2),
+            "minilm": Sizer(resolve_model("sentence-transformers/all-MiniLM-L6-v2"),
+                            num_labels=2)}
 
 
 def bound_default_space(sizer: Sizer, spec: str):
@@ -44,7 +47,7 @@ def sample(space, n: int, seed: int = 0) -> list[tuple[optuna.trial.FrozenTrial,
 
 
 @pytest.mark.parametrize("spec", BUDGETS)
-@pytest.mark.parametrize("arch", ["bert", "llama"])
+@pytest.mark.parametrize("arch", ["bert", "llama", "gpt2", "minilm"])  # what the README claims
 def test_every_default_space_candidate_fits(sizers, arch, spec):
     sizer = sizers[arch]
     space, budget = bound_default_space(sizer, spec)

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -285,37 +284,6 @@ def test_two_searches_append_to_one_study_at_once(tmp_path, tiny_bert, mrpc_dir)
 
 
 # --- Ray across two nodes, one of them lost --------------------------------------------------
-@pytest.fixture
-def two_nodes(monkeypatch):
-    """A head and a worker node (1 CPU each) on this machine, in a private Ray temp dir.
-
-    `ray.cluster_utils.Cluster` starts each node's processes from this test and kills exactly
-    those (by pid) when a node is removed; `ray stop` would kill every Ray process of this
-    user on the machine, other searches' included. The private temp dir keeps the cluster's
-    address file away from other searches, which would otherwise join this cluster.
-    """
-    from ray.cluster_utils import Cluster
-
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
-    monkeypatch.setenv("RAY_TMPDIR", temp)
-    # the nodes' workers inherit this: the first two trials wait for each other, so both
-    # nodes get one (else Ray may run every trial in the head's actor, one after another)
-    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
-    fast_failure_detection = {"health_check_initial_delay_ms": 0,
-                              "health_check_period_ms": 500,
-                              "health_check_failure_threshold": 3}
-    # This host's own address: a driver resolves 127.0.0.1 to it, so nodes bound to 127.0.0.1
-    # could not be reached. Nothing leaves the machine either way.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure_detection})
-    try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        yield cluster, worker
-    finally:
-        cluster.shutdown()
-
-
 @pytest.mark.slow
 def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tiny_bert,
                                                         mrpc_dir):

@@ -2,7 +2,7 @@
 
 The real `autopeft sweep` runs in a subprocess with `--address`, against a head and a worker
 node (1 CPU each) started here on this machine with `ray.cluster_utils.Cluster`, in a private
-Ray temp dir (see `two_nodes` in test_faults.py for why neither `ray stop` nor the default
+Ray temp dir (see `two_nodes` in conftest.py for why neither `ray stop` nor the default
 temp dir is used); its workers make the first two trials wait for each other (`meet` in
 autopeft/train/faults.py). Two tasks (MRPC and its shuffled-label control) x two budgets on
 the tiny BERT and a 64-pair slice of MRPC, with cheap methods only.
@@ -11,10 +11,8 @@ the tiny BERT and a 64-pair slice of MRPC, with cheap methods only.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pandas as pd
 import pytest
@@ -22,7 +20,6 @@ import pytest
 from autopeft import study as records
 from autopeft.report.sweep import WINNERS_CSV
 from autopeft.sweep import read_manifest
-from autopeft.train.faults import ENV as FAULT_ENV
 
 SWEEP_TIMEOUT_S = 300
 TRIALS = 2  # per study
@@ -35,27 +32,6 @@ methods:
     targets: {choices: [all]}
     learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
 """
-
-
-@pytest.fixture
-def two_nodes(monkeypatch):
-    """A head and a worker node, 1 CPU each, on this machine; stopped by pid afterwards."""
-    from ray.cluster_utils import Cluster
-
-    temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a limit
-    monkeypatch.setenv("RAY_TMPDIR", temp)
-    # the nodes' workers inherit this: the first two trials wait for each other, so both
-    # nodes get one (else Ray may run every trial in the head's actor, one after another)
-    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False})
-    try:
-        worker = cluster.add_node(num_cpus=1, num_gpus=0)
-        cluster.wait_for_nodes()
-        yield cluster, worker
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
