@@ -28,7 +28,9 @@ methods:
 """
 PROPOSALS = 12  # two past the model-based samplers' 10 startup trials
 HAS_BOTORCH = all(importlib.util.find_spec(m) for m in ("botorch", "optuna_integration"))
-AVAILABLE = [name if name != "qnehvi" or HAS_BOTORCH else pytest.param(
+# qnehvi: about a minute of BoTorch fitting on 2 cores (slow), or a skip saying what it needs
+AVAILABLE = [name if name != "qnehvi" else pytest.param(name, marks=pytest.mark.slow)
+             if HAS_BOTORCH else pytest.param(
     name, marks=pytest.mark.skip(reason="qnehvi needs botorch and optuna-integration "
                                         "(pip install -e .[bo])")) for name in SAMPLERS]
 
