@@ -25,7 +25,7 @@ from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.head import HeadSettings, resolve_head
 from autopeft.methods import parse_method_list
 from autopeft.models import build_meta_model, check_trainable, load_tokenizer, resolve_model
-from autopeft.options import check_options, check_positive
+from autopeft.options import check_options
 from autopeft.portfolio import enqueue_portfolio, load_portfolio
 from autopeft.report import build_report, pareto_frame
 from autopeft.sizing import Sizer
@@ -185,8 +185,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     for flag, name in (("--study", request.study), ("--warm-start", request.warm_start)):
         if name is not None:  # a name, never a path: refused before anything is loaded
             names.check_name(name, flag)
-    check_options(request)
-    check_positive(trials=request.trials)
+    check_options(request)  # --trials too
     task = get_task(request.task)
     budget = parse_budget(request.budget)
     check_sampler(request.sampler)
@@ -200,9 +199,9 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     if request.methods:
         space = space.restrict(parse_method_list(request.methods))
     source = resolve_model(request.model, request.trust_remote_code)
-    check_trainable(source)
     sizer_key = (request.model, request.trust_remote_code, task.num_labels)
-    if sizer_key not in shared.sizers:
+    if sizer_key not in shared.sizers:  # once per model, however many cells a sweep has
+        check_trainable(source)
         shared.sizers[sizer_key] = Sizer(source, task.num_labels)
     sizer = shared.sizers[sizer_key]
     head = resolve_head(request.pooling, request.freeze_pooler, source.location,
