@@ -51,6 +51,9 @@ GraceEpochs = Annotated[int, typer.Option(
 FinalSeeds = Annotated[int, typer.Option(
     help="retrain each Pareto point on train+selection with K seeds for its dev numbers "
          "(0: evaluate the trial artifacts instead)")]
+FinalTop = Annotated[int | None, typer.Option(
+    help="retrain only the K Pareto points with the best selection scores (the others keep "
+         "their selection scores, with no dev numbers); default: every point")]
 FinalEpochs = Annotated[int | None, typer.Option(
     help="epochs of the final retraining (default: --epochs)")]
 TimeBudget = Annotated[str | None, typer.Option(
@@ -107,6 +110,7 @@ def search(
     pooling: Pooling = "auto",
     freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
+    final_top: FinalTop = None,
     final_epochs: FinalEpochs = None,
     time_budget: TimeBudget = None,
     drop_invalid_rows: DropInvalidRows = False,
@@ -154,6 +158,7 @@ def sweep(
     pooling: Pooling = "auto",
     freeze_pooler: FreezePooler = False,
     final_seeds: FinalSeeds = 3,
+    final_top: FinalTop = None,
     final_epochs: FinalEpochs = None,
     time_budget: TimeBudget = None,
     drop_invalid_rows: DropInvalidRows = False,
@@ -240,8 +245,8 @@ def export(
     study: Annotated[str, typer.Option(help="study name (a directory under --studies-dir)")],
     trial: Annotated[int | None, typer.Option(help="trial number to export")] = None,
     best: Annotated[bool, typer.Option(
-        "--best", help="the within-budget Pareto point with the best dev score (selection "
-                       "score unless every point has a dev score)")] = False,
+        "--best", help="the search's winner: the within-budget Pareto point with the best "
+                       "selection score (dev never picks it)")] = False,
     search_artifact: Annotated[bool, typer.Option(
         "--search-artifact", help="export the trial's own search artifact even when the "
                                   "point was retrained on all of train")] = False,

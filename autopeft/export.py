@@ -30,7 +30,7 @@ from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
 from autopeft.options import check_folder
 from autopeft.report import fmt, pareto_frame
-from autopeft.report.tables import DEV_NOTE, DEV_SCORE, DEV_SEEDS, DEV_STD, trial_state
+from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, best_point, trial_state
 from autopeft.retrain import TrainConfig, write_train_config
 from autopeft.space import candidate_from_params
 from autopeft.tasks import get_task
@@ -155,18 +155,12 @@ def _trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The within-budget Pareto point scoring best: on dev when every point that learned
-    something (not at chance, so not retrained) has a dev score, else on the selection split;
-    ties go to the cheaper point (the front is cheapest first)."""
-    front = pareto_frame(study)
-    if front.empty:
+    """The study's answer (`report.tables.best_point`: best selection score, never dev)."""
+    best = best_point(pareto_frame(study))
+    if best is None:
         raise AutoPeftError(f"study '{study.study_name}' has no complete trial within its budget "
                             "yet; run autopeft search first")
-    if DEV_NOTE in front and front[DEV_NOTE].isna().any():
-        front = front[front[DEV_NOTE].isna()]  # points at chance learned nothing
-    column = DEV_SCORE if front[DEV_SCORE].notna().all() else "score"
-    number = int(front.loc[front[column].idxmax(), "trial"])
-    return _trial(study, number)
+    return _trial(study, int(best["trial"]))
 
 
 def _artifact(study: optuna.Study, trial: optuna.trial.FrozenTrial, study_dir: Path,

@@ -39,7 +39,8 @@ def check_options(run: Any) -> None:
                    **{name: value for name, value in (
                        ("epochs", run.epochs), ("concurrency", run.concurrency),
                        ("max_train_samples", run.max_train_samples),
-                       ("final_epochs", run.final_epochs)) if value is not None})
+                       ("final_epochs", run.final_epochs), ("final_top", run.final_top))
+                       if value is not None})
     if not 0 <= run.seed <= MAX_SEED:
         raise AutoPeftError(f"--seed must be a whole number from 0 to {MAX_SEED} "
                             f"(got {run.seed})")

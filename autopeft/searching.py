@@ -28,6 +28,7 @@ from autopeft.models import build_meta_model, check_trainable, load_tokenizer, r
 from autopeft.options import check_options
 from autopeft.portfolio import enqueue_portfolio, load_portfolio
 from autopeft.report import build_report, pareto_frame
+from autopeft.report.tables import AT_CHANCE_NOTE, DEV_NOTE, best_point
 from autopeft.sizing import Sizer
 from autopeft.space import SearchSpace, load_space
 from autopeft.tasks import (
@@ -74,6 +75,7 @@ class RunSettings:
     pooling: str = "auto"  # head.POOLINGS: auto (mean for sentence-transformers models), cls, mean
     freeze_pooler: bool = False  # keep the pooler as loaded instead of training it as head
     final_seeds: int = 3  # retrain each Pareto point with K seeds on train+selection; 0: no
+    final_top: int | None = None  # retrain only the K best Pareto points by selection score
     final_epochs: int | None = None  # None: the search's epochs
     time_budget: str | None = None  # "45m", "2h", "1h30m", "600": no trial starts after it
     drop_invalid_rows: bool = False  # train without invalid data rows (counted in the report)
@@ -104,14 +106,10 @@ class SearchResult:
     dev_chance: float | None = None  # what always answering one label scores on dev
 
     def winner(self) -> pd.Series | None:
-        """The answer: the front's best point by selection score (never chosen on dev) among
-        those with dev numbers; None when no point has them."""
-        scored = self.pareto[self.pareto["dev_score"].notna()] if len(self.pareto) else None
-        if scored is None or scored.empty:
-            return None
-        ranked = scored.sort_values(["score", "stored_params"], ascending=[False, True],
-                                    kind="stable")
-        return ranked.iloc[0]
+        """The answer (`report.best_point`, as `export --best`); None when no point learned
+        anything (every one at chance)."""
+        best = best_point(self.pareto)
+        return None if best is None or best.get(DEV_NOTE) == AT_CHANCE_NOTE else best
 
 
 @dataclass
@@ -338,7 +336,8 @@ def plan_final(prepared: PreparedStudy, console: Console, settings: Any = None,
 
     request, inputs = prepared.request, prepared.inputs
     full_train = subsample(inputs.task_data.train, request.max_train_samples, request.seed)
-    final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs)
+    final = FinalSettings(seeds=request.final_seeds, epochs=request.final_epochs,
+                          top=request.final_top)
     where = ("as Ray tasks beside each other" if settings is not None
              else "one at a time in this process")
     return plan_front(prepared.study, _tokenized(prepared, full_train),

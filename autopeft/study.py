@@ -15,6 +15,8 @@ Record layout (read by `autopeft.report`, written by the engine):
   "score_std"}``; a run is ``{"seed", "metrics", "seconds", "finished_at", "artifact"?}``. Each run
   is written as soon as it finishes, so a crash keeps the finished seeds and a resumed study or a
   rebuilt report never redoes them. ``score_std`` is the sample std (None for one seed).
+* ``study.user_attrs["final_skipped"]``: ``{str(trial_number): why}``, Pareto points the final
+  runs left out on purpose (``--final-top K``), shown in the report beside the missing dev score.
 * trial ``values``: ``[score, stored_params]`` (maximise, minimise) for COMPLETE trials.
 * trial ``params``: ``"method"`` and ``"<method>.<knob>"`` for every sampled knob (a knob fit to
   the budget is not sampled: its ``"<method>.budget_fraction"`` is, the value is in ``derived``).
@@ -82,6 +84,7 @@ STATUS_PRUNED = "pruned"
 SETUP_KEY = "autopeft"
 DEV_SCORES_KEY = "dev_scores"
 FINAL_RUNS_KEY = "final_runs"
+FINAL_SKIPPED_KEY = "final_skipped"
 FINAL_FIDELITY = ("epochs", "batch_size", "train_samples")  # what a finished run must match
 # A RUNNING trial without an owner is stale after this long: owners are set right after `ask`.
 OWNERLESS_GRACE = timedelta(seconds=60)
@@ -344,6 +347,19 @@ def record_final_run(study: optuna.Study, trial_number: int, index: int, run: di
     points[str(trial_number)] = point
     study.set_user_attr(FINAL_RUNS_KEY, points)
     return point
+
+
+def final_skips(study: optuna.Study) -> dict[int, str]:
+    """Why each Pareto point left out of the final runs on purpose has no dev numbers."""
+    return {int(k): v for k, v in (study.user_attrs.get(FINAL_SKIPPED_KEY) or {}).items()}
+
+
+def record_final_skips(study: optuna.Study, notes: dict[int, str]) -> None:
+    """Say why points are not retrained; a point retrained later keeps its dev numbers."""
+    if notes:
+        merged = {str(k): v for k, v in final_skips(study).items()}
+        merged.update({str(k): v for k, v in notes.items()})
+        study.set_user_attr(FINAL_SKIPPED_KEY, merged)
 
 
 def final_seed_runs(point: dict[str, Any]) -> list[dict[str, Any]]:

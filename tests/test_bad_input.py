@@ -241,6 +241,7 @@ CASES = {
                                ["--max-train-samples must be at least 1"]),
     "final-seeds-negative": ({"final_seeds": "-1"}, ["--final-seeds must be 0 (no retraining)"]),
     "final-epochs-zero": ({"final_epochs": "0"}, ["--final-epochs must be at least 1"]),
+    "final-top-zero": ({"final_top": "0"}, ["--final-top must be at least 1"]),
     "reduction-factor-one": ({"reduction_factor": "1"},
                              ["--reduction-factor must be at least 2 (got 1)"]),
     "grace-epochs-zero": ({"grace_epochs": "0"}, ["--grace-epochs must be at least 1"]),

@@ -103,12 +103,13 @@ def _logits(model, tokenizer, rows: pd.DataFrame) -> torch.Tensor:
 
 
 # --- export -------------------------------------------------------------------------------------
-def test_export_best_is_the_top_dev_point_as_retrained_and_loads_to_its_logits(
+def test_export_best_is_the_top_selection_point_as_retrained_and_loads_to_its_logits(
         searched, exported, mrpc_dir, monkeypatch, tmp_path):
     pareto = _pareto(searched)
     learned = pareto[pareto.score > pareto.chance_score]  # the points retrained
     assert learned.dev_score.notna().all() and pareto.dev_score.isna().any()
-    best = int(learned.loc[learned.dev_score.idxmax(), "trial"])
+    best = int(learned.sort_values(["score", "stored_params"], ascending=[False, True])
+               .trial.iloc[0])
     assert f"exported trial {best} " in exported["best_stdout"]
     config = json.loads((exported["best"] / "autopeft_config.json").read_text())
     assert config["export"]["trial"] == best and config["export"]["study"] == "tiny"
@@ -239,8 +240,9 @@ def test_export_mistakes_are_one_line_and_write_nothing(searched, exported, tmp_
     assert not (tmp_path / "x").exists()
 
 
-def test_best_uses_dev_scores_when_the_whole_front_has_them(searched, tmp_path):
-    """Selection best ≠ dev best: dev decides once every point has a dev score."""
+def test_best_is_chosen_on_selection_even_when_dev_disagrees(searched, tmp_path):
+    """Selection best ≠ dev best: the selection score decides, whatever dev says (dev only
+    reports), the same rule as the search's winner line."""
     studies = tmp_path / "studies"
     setup = records.StudySetup(task="mrpc", model=str(searched / "tinybert"), budget_spec="50%",
                                budget_params=10**6, backbone_params=2 * 10**6,
@@ -270,8 +272,8 @@ def test_best_uses_dev_scores_when_the_whole_front_has_them(searched, tmp_path):
     assert done.trial == 1  # trial 1 has no dev score yet: selection scores decide
     records.record_final_run(study, 1, 0, run(0.75), fidelity)
     done = export_trial("made", tmp_path / "b", best=True, studies_dir=studies)
-    assert done.trial == 0  # the whole front has dev scores: dev decides
-    assert "| dev score | 0.8000, mean of 1 seed(s)" in (tmp_path / "b" / "README.md").read_text()
+    assert done.trial == 1  # trial 0 is better on dev, but dev never picks
+    assert "| dev score | 0.7500, mean of 1 seed(s)" in (tmp_path / "b" / "README.md").read_text()
 
 
 # --- predict ------------------------------------------------------------------------------------

@@ -314,3 +314,41 @@ def test_a_point_at_chance_is_not_retrained_and_the_report_says_so(searched, cal
     report = build_report(_reopen(searched, "at-chance-as-trained"), tmp_path / "as-trained")
     assert "at chance: not retrained" not in (report / "summary.md").read_text()
     assert len(calls) == 2
+
+
+def test_final_top_retrains_only_the_best_by_selection_and_the_report_says_why(
+        searched, calls, tmp_path):
+    """--final-top 1: the dearer point (0.60 on selection) is retrained, the cheaper (0.55) not;
+    the report shows why it has no dev numbers, and the winner is the retrained point."""
+    from rich.console import Console
+
+    from autopeft.report.tables import best_point
+
+    study = _study(searched, "final-top")
+    cheap, dear = records.feasible_front(study)
+    console = Console(record=True, width=300)
+    context = dataclasses.replace(searched["context"], study_dir=str(tmp_path))
+    assert retrain_front(study, searched["train"], searched["dev"], searched["tokenizer"],
+                         context, FinalSettings(seeds=2, top=1), console) == 2
+    assert [c["method"] for c in calls] == [dear.params["method"]] * 2
+    assert sorted(records.final_runs(_reopen(searched, "final-top"))) == [dear.number]
+    said = console.export_text()
+    assert (f"trial(s) {cheap.number} not retrained: --final-top 1 retrains only the best 1 by "
+            "selection score") in said
+    assert "1 Pareto point(s) × 2 seed(s)" in said
+
+    report = build_report(_reopen(searched, "final-top"), tmp_path / "report")
+    pareto = pd.read_csv(report / "pareto.csv").set_index("trial")
+    assert pareto.loc[cheap.number, "dev_note"].startswith("not retrained: --final-top 1")
+    assert pd.isna(pareto.loc[cheap.number, "dev_score"])
+    assert pareto.loc[dear.number, "dev_seeds"] == 2
+    assert int(best_point(pd.read_csv(report / "pareto.csv"))["trial"]) == dear.number
+
+    # a later run without the cap retrains the point left out, and its note goes
+    assert retrain_front(_reopen(searched, "final-top"), searched["train"], searched["dev"],
+                         searched["tokenizer"], context, FinalSettings(seeds=2),
+                         Console(quiet=True)) == 2
+    report = build_report(_reopen(searched, "final-top"), tmp_path / "again")
+    pareto = pd.read_csv(report / "pareto.csv").set_index("trial")
+    assert pd.isna(pareto.loc[cheap.number, "dev_note"])
+    assert pareto.loc[cheap.number, "dev_seeds"] == 2

@@ -34,6 +34,7 @@ from autopeft.study import (
     feasible_front,
     final_runs,
     final_seed_runs,
+    final_skips,
     study_setup,
 )
 
@@ -151,10 +152,25 @@ def _with_dev(trials: pd.DataFrame, numbers: list[int], study: optuna.Study) -> 
     rows[DEV_SEEDS] = pd.Series([dev[n][2] for n in numbers], dtype="Int64")
     rows[DEV_SEED_SCORES] = pd.Series([dev[n][3] for n in numbers], dtype="object")
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    skipped = final_skips(study)
     rows[DEV_NOTE] = pd.Series(
-        [AT_CHANCE_NOTE if not dev[n][0] and at_chance(by_number[n]) else None for n in numbers],
+        [None if dev[n][0] else AT_CHANCE_NOTE if at_chance(by_number[n]) else skipped.get(n)
+         for n in numbers],
         dtype="object")
     return rows
+
+
+def best_point(front: pd.DataFrame) -> pd.Series | None:
+    """The study's answer: the front's point with the best selection score, ties to the
+    cheaper. Dev never picks it (dev only reports it), and a point at chance wins only when
+    every point is at chance. The one rule for the search's winner and `export --best`."""
+    if front.empty:
+        return None
+    learned = ~(front["score"] <= front[CHANCE_SCORE]).fillna(False) if CHANCE_SCORE in front \
+        else pd.Series(True, index=front.index)
+    pool = front[learned] if learned.any() else front
+    return pool.sort_values(["score", "stored_params"], ascending=[False, True],
+                            kind="stable").iloc[0]
 
 
 def _dev_of_point(number: int, study: optuna.Study) -> tuple[dict[str, Any], Any, int, str]:

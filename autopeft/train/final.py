@@ -44,6 +44,7 @@ from autopeft.train.trial import ARTIFACTS_SUBDIR, TrialContext, artifact_name, 
 class FinalSettings:
     seeds: int = 3  # K runs per Pareto point
     epochs: int | None = None  # --final-epochs; None: each trial's own epochs
+    top: int | None = None  # --final-top K: only the K best points by selection score; None: all
     save_first: bool = True  # keep seed 0's delta as artifacts/trial-NNNN-final-s0
 
 
@@ -140,11 +141,12 @@ def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, 
                context: TrialContext, settings: FinalSettings, console: Console,
                where: str = "one at a time in this process",
                skip: frozenset[int] = frozenset()) -> FinalPlan:
-    """The final runs a study's front (but trials `skip`) still needs; says so in one line,
-    and in one line per point skipped for scoring at chance."""
+    """The final runs a study's front (but trials `skip`, retrained elsewhere) still needs;
+    says so in one line, and in one line for the points it leaves out (at chance, or beyond
+    `settings.top`, which counts the points in `skip` too)."""
     task = get_task(context.task)
-    front = [t for t in records.feasible_front(study) if t.number not in skip]
-    for trial in filter(at_chance, front):
+    front = records.feasible_front(study)
+    for trial in (t for t in front if at_chance(t) and t.number not in skip):
         console.print(
             f"final ({study.study_name}): trial {trial.number} "
             f"{trial.params.get('method')} not retrained: its selection score "
@@ -153,7 +155,16 @@ def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, 
             "prediction scores): it learned nothing",
             highlight=False,
         )
-    points = [_point(t, context, settings, len(train)) for t in front if not at_chance(t)]
+    learned = _best_first([t for t in front if not at_chance(t)])
+    kept = learned if settings.top is None else learned[:settings.top]
+    left_out = learned[len(kept):]
+    if left_out:
+        why = (f"not retrained: --final-top {settings.top} retrains only the best "
+               f"{settings.top} by selection score")
+        records.record_final_skips(study, {t.number: why for t in left_out})
+        console.print(f"final ({study.study_name}): trial(s) "
+                      f"{', '.join(str(t.number) for t in left_out)} {why}", highlight=False)
+    points = [_point(t, context, settings, len(train)) for t in kept if t.number not in skip]
     todo = [(point, index) for point in points for index in range(settings.seeds)
             if records.finished_final_run(study, point.trial.number, index, point.fidelity)
             is None]
@@ -165,6 +176,11 @@ def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, 
         f"{len(todo)} run(s) to go, {where}"
     )
     return FinalPlan(study, todo, FinalInputs(train, dev, tokenizer, task, settings))
+
+
+def _best_first(front: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Best selection score first, ties to the cheaper point (`report.tables.best_point`)."""
+    return sorted(front, key=lambda t: (-t.values[0], t.values[1]))
 
 
 def run_plans(plans: list[FinalPlan], console: Console, execute: Executor = in_process) -> int:
