@@ -154,13 +154,32 @@ def default_study_name(task: str, model: str, budget_spec: str) -> str:
 def make_storage(storage: str | None, study_dir: Path) -> BaseStorage:
     """A journal file under the study directory by default; an RDB URL or journal path otherwise."""
     if storage and "://" in storage:
-        try:
-            return RDBStorage(storage)
-        except Exception as exc:  # SQLAlchemy raises many types for a bad URL
-            raise AutoPeftError(f"cannot open storage '{storage}': {exc}") from None
+        return _rdb(storage)
     path = Path(storage) if storage else study_dir / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return _journal(path)
+
+
+def _rdb(url: str, attempts: int = 5) -> RDBStorage:
+    """Optuna's RDB storage on `url`, its tables created on first use.
+
+    Two searches that open a new database at once both try to create Optuna's tables, and the
+    loser's CREATE fails on a name the winner has just taken; by then the tables exist, so it
+    tries again (a short, bounded retry) instead of failing a search the database can serve.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    attempt = 0
+    while True:
+        try:
+            return RDBStorage(url)
+        except Exception as exc:  # SQLAlchemy raises many types for a bad URL
+            attempt += 1
+            lost_race = (isinstance(exc, IntegrityError | ProgrammingError)
+                         and "already exists" in str(exc))
+            if not lost_race or attempt == attempts:
+                raise AutoPeftError(f"cannot open storage '{url}': {exc}") from None
+            time.sleep(0.5 * attempt)
 
 
 def check_journal(path: Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from autopeft.testing import build_tiny_bert
-from autopeft.train.faults import ENV as FAULT_ENV
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -60,9 +59,6 @@ def two_nodes(monkeypatch):
 
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a limit
     monkeypatch.setenv("RAY_TMPDIR", temp)
-    # the nodes' workers inherit this: the first two trials wait for each other, so both
-    # nodes get one (else Ray may run every trial in the head's actor, one after another)
-    monkeypatch.setenv(FAULT_ENV, f"meet:*:{temp}/meet")
     fast_failure_detection = {"health_check_initial_delay_ms": 0,
                               "health_check_period_ms": 500,
                               "health_check_failure_threshold": 3}

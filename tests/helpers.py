@@ -1,8 +1,13 @@
-"""Small helpers tests share: run the CLI in-process, list a folder, read an error."""
+"""Small helpers tests share: run the CLI in-process or as a subprocess, list a folder, read
+an error."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,55 @@ def assert_refused(code: int, stderr: str, needle: str, max_lines: int = 3) -> s
     if needle not in lines[-1]:
         pytest.fail(f"{needle!r} is not in the error line {lines[-1]!r}")
     return lines[-1]
+
+
+TRIAL_TIMEOUT_S = 300  # per search; a tiny trial takes seconds, Ray's start-up ~10 s
+
+
+def tiny_search_args(tiny_bert: Path, mrpc_dir: Path, study: str, trials: int,
+                     *extra: str) -> list[str]:
+    """A tiny bitfit-only search: no over-budget candidates, so trial numbers are predictable."""
+    return ["search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
+            "--data-dir", str(mrpc_dir), "--methods", "bitfit", "--trials", str(trials),
+            "--max-train-samples", "64", "--batch-size", "16", "--epochs", "2",
+            "--sampler", "random", "--seed", "1", "--study", study, "--final-seeds", "0", *extra]
+
+
+def _inherited() -> dict[str, str]:
+    """This process's environment less what an in-process search set (Ray's auth mode): each
+    search starts as a user's would."""
+    return {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+
+
+class Search:
+    """`autopeft search` running in a subprocess, its output in files (no pipe to fill up)."""
+
+    def __init__(self, args: list[str], cwd: Path, name: str, **env: str):
+        self.out, self.err = cwd / f"{name}.out", cwd / f"{name}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "autopeft", *args], cwd=cwd, stdout=out, stderr=err,
+                env={**_inherited(), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
+
+    @property
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait(self, timeout: float = TRIAL_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"search timed out:\n{self.stderr[-3000:]}") from None
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = TRIAL_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"search ended first ({self.proc.returncode}):\n"
+                                     f"{self.stderr[-3000:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"condition not reached:\n{self.stderr[-3000:]}")
+            time.sleep(0.3)

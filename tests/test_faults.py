@@ -27,56 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import study as records
 from autopeft.train.faults import ENV as FAULT_ENV
-
-TRIAL_TIMEOUT_S = 300  # per search; a tiny trial takes seconds, Ray's start-up ~10 s
-
-
-def _args(tiny_bert: Path, mrpc_dir: Path, study: str, trials: int, *extra: str) -> list[str]:
-    """A tiny bitfit-only search: no over-budget candidates, so trial numbers are predictable."""
-    return ["search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
-            "--data-dir", str(mrpc_dir), "--methods", "bitfit", "--trials", str(trials),
-            "--max-train-samples", "64", "--batch-size", "16", "--epochs", "2",
-            "--sampler", "random", "--seed", "1", "--study", study, "--final-seeds", "0", *extra]
-
-
-def _inherited() -> dict[str, str]:
-    """This process's environment less what an in-process search set (Ray's auth mode): each
-    search starts as a user's would."""
-    return {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
-
-
-class Search:
-    """`autopeft search` running in a subprocess, its output in files (no pipe to fill up)."""
-
-    def __init__(self, args: list[str], cwd: Path, name: str, **env: str):
-        self.out, self.err = cwd / f"{name}.out", cwd / f"{name}.err"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "autopeft", *args], cwd=cwd, stdout=out, stderr=err,
-                env={**_inherited(), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **env})
-
-    @property
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def wait(self, timeout: float = TRIAL_TIMEOUT_S) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"search timed out:\n{self.stderr[-3000:]}") from None
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float = TRIAL_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"search ended first ({self.proc.returncode}):\n"
-                                     f"{self.stderr[-3000:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"condition not reached:\n{self.stderr[-3000:]}")
-            time.sleep(0.3)
+from tests.helpers import Search, tiny_search_args
 
 
 def _journal(work: Path, study: str) -> Path:
@@ -124,7 +75,7 @@ def faulty(tmp_path_factory, tiny_bert, mrpc_dir):
     trial 2's loss is NaN; trial 3 runs out of memory."""
     work = tmp_path_factory.mktemp("faults")
     marker = work / "killed-pid"
-    search = Search(_args(tiny_bert, mrpc_dir, "faults", 4), work, "faults",
+    search = Search(tiny_search_args(tiny_bert, mrpc_dir, "faults", 4), work, "faults",
                     **{FAULT_ENV: f"kill:1:{marker},nan:2,oom:3"})
     code = search.wait()
     assert code == 0, search.stderr[-3000:]
@@ -178,7 +129,7 @@ def test_out_of_memory_fails_the_trial_with_a_clear_reason(faulty):
 def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_trials(
         tmp_path, tiny_bert, mrpc_dir):
     asked = 4  # --trials: the trained trials the study holds when the command is done
-    args = _args(tiny_bert, mrpc_dir, "resume", asked)
+    args = tiny_search_args(tiny_bert, mrpc_dir, "resume", asked)
 
     def running_after(done: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -267,7 +218,7 @@ def test_a_lock_left_by_a_killed_process_is_released_after_optunas_grace_period(
 # --- two searches appending to one study at once --------------------------------------------
 def test_two_searches_append_to_one_study_at_once(tmp_path, tiny_bert, mrpc_dir):
     asked = 3
-    args = _args(tiny_bert, mrpc_dir, "shared", asked)
+    args = tiny_search_args(tiny_bert, mrpc_dir, "shared", asked)
     searches = [Search(args, tmp_path, f"search{i}") for i in range(2)]
     for search in searches:
         assert search.wait() == 0, search.stderr[-3000:]
@@ -290,8 +241,10 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     cluster, worker = two_nodes
     head_id, worker_id = cluster.head_node.node_id, worker.node_id
     env = {"RAY_TMPDIR": os.environ["RAY_TMPDIR"]}
-    args = _args(tiny_bert, mrpc_dir, "nodes", 2, "--address", cluster.address,
-                 "--concurrency", "2")
+    # Two trials at once on two one-CPU nodes, long enough (1,000 pairs, 3 epochs) that the
+    # second is placed while the first trains: Ray then has no choice but the other node.
+    args = tiny_search_args(tiny_bert, mrpc_dir, "nodes", 2, "--address", cluster.address,
+                            "--concurrency", "2", "--epochs", "3", "--max-train-samples", "1000")
     both = Search(args, tmp_path, "both", **env)
     assert both.wait() == 0, both.stderr[-3000:]
     trials = _assert_whole_study(tmp_path, "nodes")
@@ -316,25 +269,3 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     assert retried, lost.stderr[-3000:]
     assert all(t.user_attrs[records.ATTR_WORKER]["node"] == head_id for t in retried)
     assert "its worker was lost" in lost.stderr
-
-
-# --- the `meet` barrier the two-node tests rely on -------------------------------------------
-_MEET = ("import time; from autopeft.train import faults; "
-         "faults.inject('built', 0); print(time.monotonic())")
-
-
-def test_meet_holds_each_process_until_a_second_one_checks_in(tmp_path):
-    env = {**os.environ, FAULT_ENV: f"meet:*:{tmp_path / 'meet'}"}
-    first = subprocess.Popen([sys.executable, "-c", _MEET], env=env, stdout=subprocess.PIPE,
-                             text=True)
-    while not (tmp_path / "meet").is_dir() or not any((tmp_path / "meet").iterdir()):
-        time.sleep(0.05)  # the first process has checked in ...
-    time.sleep(1.0)
-    assert first.poll() is None  # ... and still waits, alone
-    arrived = time.monotonic()
-    second = subprocess.run([sys.executable, "-c", _MEET], env=env, capture_output=True,
-                            text=True, timeout=60, check=True)
-    released = float(first.communicate(timeout=60)[0])
-    assert released >= arrived  # let go only once the second one came
-    assert float(second.stdout) >= arrived
-    assert len(list((tmp_path / "meet").iterdir())) == 2

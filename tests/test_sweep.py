@@ -25,8 +25,8 @@ from autopeft.reuse import ATTR_REUSED
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from autopeft.tasks.data import shuffled_labels
 from autopeft.testing import keyword_task
+from tests.helpers import Search
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_faults import Search
 
 SPACE = """
 methods:

@@ -11,11 +11,9 @@ makes search trial number <trial> (``*``: every trial) fail as <kind>:
   report, when there are more epochs);
 * ``nan``: its trainable weights are set to NaN before the first step, so the loss is NaN;
 * ``oom``: ``torch.OutOfMemoryError`` is raised right after its first epoch.
-* ``meet``: before its first step, its worker process checks in at the folder given as the
-  marker and waits (at most ``MEET_TIMEOUT_S``) until a second process has checked in too. Two
-  trials then provably run at once, which on a cluster of one-CPU nodes puts them on different
-  nodes; without it Ray may finish the first trial before it places the second, and reuse the
-  first one's actor for it (``reuse_actors``).
+
+Only faults: nothing here changes where or when a trial runs, so no test assertion about
+placement or timing is made true by this hook.
 
 With a marker file the fault fires once: for the first process that creates the file (it writes
 its pid there), so a retried trial runs clean. Only search trials (``run_trial``) call in here,
@@ -27,15 +25,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 ENV = "AUTOPEFT_TEST_FAULT"
-MEET_TIMEOUT_S = 120.0
-_STAGE = {"kill": "epoch", "nan": "built", "oom": "epoch", "meet": "built"}  # when each fires
+_STAGE = {"kill": "epoch", "nan": "built", "oom": "epoch"}  # when each fires
 
 
 def inject(stage: str, trial: int, model: nn.Module | None = None) -> None:
@@ -45,11 +41,6 @@ def inject(stage: str, trial: int, model: nn.Module | None = None) -> None:
         if kind not in _STAGE:
             raise ValueError(f"{ENV}: unknown fault '{kind}'; known: {', '.join(_STAGE)}")
         if _STAGE[kind] != stage or target not in ("*", str(trial)):
-            continue
-        if kind == "meet":
-            if not marker:
-                raise ValueError(f"{ENV}: 'meet' needs a folder: meet:<trial>:<folder>")
-            _wait_for_partner(Path(marker[0]))
             continue
         if marker and not _claim(Path(marker[0])):
             continue
@@ -62,15 +53,6 @@ def inject(stage: str, trial: int, model: nn.Module | None = None) -> None:
                         param.fill_(float("nan"))
         else:
             raise torch.OutOfMemoryError(f"out of memory injected by {ENV} (trial {trial})")
-
-
-def _wait_for_partner(folder: Path) -> None:
-    """Check this process in at `folder`; return once another process has checked in too."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / str(os.getpid())).touch()
-    deadline = time.monotonic() + MEET_TIMEOUT_S
-    while len(list(folder.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def _claim(marker: Path) -> bool:
