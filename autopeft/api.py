@@ -29,7 +29,7 @@ from autopeft.sizing import Sizer
 from autopeft.space import load_space
 from autopeft.sweep import SweepRequest, SweepResult, sweep
 from autopeft.sweep import build_sweep_report as sweep_report
-from autopeft.tasks import TaskSpec, get_task
+from autopeft.tasks import TaskSpec, resolve_task
 
 __all__ = ["DEFAULT_MODEL", "SearchRequest", "SearchResult", "SweepRequest", "SweepResult",
            "budget_overview", "methods_overview", "report", "search", "sweep", "sweep_report"]
@@ -97,7 +97,7 @@ def _stored_study(name: str, storage: str | None, studies_dir: str) -> optuna.St
 def budget_overview(model: str, budget: str, task: str = "mrpc",
                     trust_remote_code: bool = False) -> dict[str, Any]:
     """What fits a budget on a model: the cap, and per method the largest setting that fits."""
-    spec: TaskSpec = get_task(task)
+    spec: TaskSpec = resolve_task(task)  # a GLUE name or a task file
     parsed = parse_budget(budget)
     sizer = Sizer(resolve_model(model, trust_remote_code), spec.num_labels)
     backbone = sizer.backbone_params()

@@ -13,6 +13,7 @@ from rich.table import Table
 from autopeft import api
 from autopeft.errors import AutoPeftError, SearchInterrupted
 from autopeft.options import check_folder, check_not_blank
+from autopeft.portfolio_cli import portfolio_app
 from autopeft.report import fmt
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Search parameter-efficient fine-tuning configurations under a stored-parameter budget.",
 )
+app.add_typer(portfolio_app, name="portfolio")  # autopeft portfolio build
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -77,8 +79,34 @@ DropInvalidRows = Annotated[bool, typer.Option(
 
 @app.command()
 def search(
-    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, ...")],
     budget: Budget,
+    task: Annotated[str | None, typer.Option(
+        help="GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, ...) or a task file "
+             "(my_task.yaml: your own data; see README, Custom tasks)")] = None,
+    train: Annotated[str | None, typer.Option(
+        help="your own training rows instead of --task: a .csv, .tsv, .jsonl or .parquet "
+             "file (or a Hub dataset id), with --text-columns and --label-column")] = None,
+    dev: Annotated[str | None, typer.Option(
+        help="dev rows in --train's layout (default: 10% of --train carved out, "
+             "stratified; dev is never trained or selected on)")] = None,
+    text_columns: Annotated[str | None, typer.Option(
+        help="one or two text columns of --train, by header name or 0-based position: "
+             "title,body or 1")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        help="the label column of --train, by header name or 0-based position")] = None,
+    header: Annotated[bool | None, typer.Option(
+        "--header/--no-header",
+        help="whether the first line of a CSV/TSV --train names its columns (default: "
+             "detected)")] = None,
+    problem_type: Annotated[str | None, typer.Option(
+        help="binary, multiclass or regression (default: inferred from --train's labels)")
+    ] = None,
+    metric: Annotated[str | None, typer.Option(
+        help="primary metric of a --train task: accuracy, f1, macro_f1, mcc, pearson, "
+             "spearman, accuracy_f1_mean, pearson_spearman_mean (default: accuracy, macro_f1, "
+             "pearson_spearman_mean for binary, multiclass, regression)")] = None,
+    task_name: Annotated[str | None, typer.Option(
+        help="name of a --train task (default: from the file name)")] = None,
     model: Model = api.DEFAULT_MODEL,
     data_dir: Annotated[str | None, typer.Option(help="GLUE TSV or CSV/JSONL files")] = None,
     methods: Methods = None,
@@ -115,7 +143,8 @@ def search(
     time_budget: TimeBudget = None,
     drop_invalid_rows: DropInvalidRows = False,
 ) -> None:
-    """Find the Pareto front of score vs stored parameters for a task under a budget."""
+    """Find the Pareto front of score vs stored parameters for a task under a budget: a GLUE
+    task, a task file, or your own file (--train)."""
     request = api.SearchRequest(**{k: v for k, v in locals().items()})
     result = api.search(request, console=err)
     _print_front(result)
@@ -124,7 +153,8 @@ def search(
 @app.command()
 def sweep(
     tasks: Annotated[str, typer.Option(
-        help="comma-separated GLUE tasks; <task>:shuffled is a shuffled-label control")],
+        help="comma-separated GLUE tasks and task files (mrpc,my_task.yaml); <task>:shuffled "
+             "is a shuffled-label control")],
     budgets: Annotated[str, typer.Option(help="comma-separated budgets: 0.1%,0.5%,120k")],
     models: Annotated[str, typer.Option(help="comma-separated model ids or paths")] = (
         api.DEFAULT_MODEL),
@@ -210,7 +240,8 @@ def report(
 def budget(
     budget: Budget,
     model: Model = api.DEFAULT_MODEL,
-    task: Annotated[str, typer.Option(help="sets the head size")] = "mrpc",
+    task: Annotated[str, typer.Option(
+        help="sets the head size: a GLUE task or a task file")] = "mrpc",
     trust_remote_code: bool = False,
 ) -> None:
     """What fits a budget on a model: the cap in params, per method the largest setting."""
@@ -267,8 +298,8 @@ def export(
 def predict(
     artifact: Annotated[str, typer.Argument(help="exported or trained artifact directory")],
     input_file: Annotated[str, typer.Option(
-        "--input", help="rows in the task's layout: GLUE .tsv, .csv or .jsonl; labels "
-                        "optional")],
+        "--input", help="rows in the task's layout: GLUE .tsv, .csv or .jsonl (a custom "
+                        "task: its training file's columns, .parquet too); labels optional")],
     output: Annotated[str | None, typer.Option(help="CSV to write (default: stdout)")] = None,
     base_model: Annotated[str | None, typer.Option(
         help="backbone id or path replacing the one recorded in the artifact")] = None,
@@ -301,12 +332,13 @@ def train(
     """Train one configuration through the search's training path and save its artifact."""
     from autopeft.names import inside, sanitise
     from autopeft.retrain import read_train_config, train_from_config
+    from autopeft.tasks.resolve import task_label
 
     check_not_blank({"--out": out_dir})
     parsed = read_train_config(config)
     # the config's task and method are text from a file: made a name, so it stays in trained/
     target = out_dir or inside("trained", sanitise(
-        f"{parsed.task}-{parsed.method}-seed{parsed.seed}"))
+        f"{task_label(parsed.task)}-{parsed.method}-seed{parsed.seed}"))
     path = train_from_config(parsed, target, console=err)
     out.print(f"artifact written to {path}/", highlight=False)
 

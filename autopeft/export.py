@@ -33,7 +33,7 @@ from autopeft.report import fmt, pareto_frame
 from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, best_point, trial_state
 from autopeft.retrain import TrainConfig, write_train_config
 from autopeft.space import candidate_from_params
-from autopeft.tasks import get_task
+from autopeft.tasks import TaskSpec, stored_task
 from autopeft.train.final import final_seed
 
 CARD_FILE = "README.md"
@@ -220,9 +220,10 @@ def _train_config(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     head = description.get("head", {"pooling": "cls", "train_pooler": False})  # older: frozen
     rank = (description.get("selection_metrics") or trial.user_attrs.get(records.ATTR_METRICS)
             or {}).get(f"{description['method']}_rank")
-    config = TrainConfig(
-        task=setup.task, method=description["method"], model=description["model"],
-        data_dir=where if kind != "hub" and where else None, knobs=knobs,
+    config = TrainConfig(  # a custom task as its mapping, which names its own files
+        task=setup.task_spec or setup.task, method=description["method"],
+        model=description["model"],
+        data_dir=where if kind != "hub" and where and not setup.task_spec else None, knobs=knobs,
         learning_rate=learning_rate, epochs=int(epochs),
         batch_size=int(batch_size or _DEFAULT_BATCH_SIZE),
         seed=int(seed), data_seed=setup.seed, max_train_samples=setup.max_train_samples,
@@ -264,8 +265,10 @@ def render_card(study: optuna.Study, trial: optuna.trial.FrozenTrial,
                if final else
                f"the search's own trial artifact (`{source.name}`), trained without the "
                "selection split")
+    task = stored_task(setup.task, setup.task_spec)
     rows = [
         ("task", f"{setup.task} (metric: {setup.primary_metric})"),
+        ("labels", _labels_line(task)),
         ("backbone", f"`{description['model']}`"),
         ("budget", f"{setup.budget_spec} = {setup.budget_params:,} stored params "
                    f"(backbone: {setup.backbone_params:,})"),
@@ -287,9 +290,11 @@ def render_card(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     files = "\n".join(f"- `{name}`: {FILE_NOTES.get(name, f'read by the {method} loader')}"
                       for name in sorted({*(p.name for p in source.iterdir()), CARD_FILE,
                                           TRAIN_CONFIG_FILE}))
-    task = get_task(setup.task)
     labels = "a regression score per row" if task.is_regression else "one class per row"
     texts = ", ".join(f'["{c} text"]' for c in task.text_columns)
+    rows_file = "dev.tsv" if task.source is None else f"rows{Path(task.source.train).suffix}"
+    layout = ("the task's layout (GLUE TSV, CSV or JSON Lines" if task.source is None else
+              "the training file's layout (the same columns; CSV, TSV, JSON Lines or Parquet")
     return f"""# {method} on {setup.task}: `{Path(description['model']).name}`
 
 Exported by `autopeft export` from a search under a budget of stored parameters.
@@ -323,11 +328,11 @@ batch = loaded.tokenizer({texts}, return_tensors="pt")
 logits = loaded.model(**batch).logits
 ```
 
-Command line, on a file in the task's layout (GLUE TSV, CSV or JSON Lines; labels optional),
+Command line, on a file in {layout}; labels optional),
 giving {labels} in a CSV:
 
 ```
-autopeft predict {folder} --input dev.tsv --output predictions.csv
+autopeft predict {folder} --input {rows_file} --output predictions.csv
 ```
 
 Retrain this configuration (`{TRAIN_CONFIG_FILE}`: task, backbone, data, method, knobs,
@@ -337,6 +342,14 @@ learning rate, epochs, batch size, seeds):
 autopeft train --config {folder}/{TRAIN_CONFIG_FILE} --out retrained
 ```
 """
+
+
+def _labels_line(task: TaskSpec) -> str:
+    """What the model outputs: `0 = neg, 1 = pos` (predict's `label` and `label_name`)."""
+    if task.is_regression:
+        return f"{task.problem_type}: one score per row"
+    names = ", ".join(f"{i} = {name}" for i, name in enumerate(task.label_names))
+    return f"{task.problem_type}: {names}"
 
 
 def _dev_line(study: optuna.Study, number: int) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 from autopeft.artifacts import CONFIG_FILE, load_artifact, read_description
 from autopeft.errors import AutoPeftError
 from autopeft.models import ModelSource, load_tokenizer, resolve_model
-from autopeft.tasks import TaskSpec, get_task
+from autopeft.tasks import TaskSpec, stored_task
 
 
 @dataclass
@@ -52,7 +52,8 @@ def load(path: str | Path, base_model: str | None = None,
                             f"it was trained on '{description['model']}'") from None
     model.eval()
     return LoadedModel(model=model, tokenizer=load_tokenizer(source),
-                       task=get_task(description["task"]), description=description, path=path)
+                       task=stored_task(description["task"], description.get("task_spec")),
+                       description=description, path=path)
 
 
 def _backbone(description: dict[str, Any], base_model: str | None,

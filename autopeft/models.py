@@ -136,12 +136,17 @@ def load_tokenizer(source: ModelSource):
 def load_model(source: ModelSource, num_labels: int, seed: int = 0,
                pooling: str = "cls") -> PreTrainedModel:
     """The pretrained backbone with a freshly initialised, seeded classification head, its
-    pooler reading the tokens as `pooling` says (`head.apply_pooling`)."""
+    pooler reading the tokens as `pooling` says (`head.apply_pooling`).
+
+    A checkpoint that is already a classifier with another number of labels (a 2-way head
+    under a regression or 3-class task) gets a new head of the task's size, not an error.
+    """
     config = load_config(source, num_labels)
     torch.manual_seed(seed)
     with _quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
-            source.location, config=config, trust_remote_code=source.trust_remote_code
+            source.location, config=config, trust_remote_code=source.trust_remote_code,
+            ignore_mismatched_sizes=True,
         )
     return apply_pooling(model, pooling)
 

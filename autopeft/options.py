@@ -20,7 +20,8 @@ MAX_SEED = 2**31 - 1  # numpy, scikit-learn and Ray all take seeds below 2**32; 
 # Options naming a file, folder, list, URL or address: an empty value would silently mean the
 # default (`--space "$SPACE"` with SPACE unset searching the default space), so it is refused.
 NOT_BLANK = ("data_dir", "methods", "space", "portfolio", "address", "studies_dir",
-             "reports_dir", "storage")
+             "reports_dir", "storage", "train", "dev", "text_columns", "label_column",
+             "problem_type", "metric", "task_name")
 # HOST:PORT (a host name, an IPv4 address or a bracketed IPv6 one), Ray Client's ray:// too
 _ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]"
                       r"(?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(?P<port>[0-9]{1,5})")

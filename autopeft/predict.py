@@ -1,7 +1,8 @@
 """Predictions of a loaded artifact on a file in the task's layout (what `autopeft predict` does).
 
-The file is read by the same readers as training data (GLUE TSV, CSV, JSON Lines), with the
-label column optional; batching and evaluation mode are the training loop's own.
+The file is read by the same readers as training data (GLUE TSV, CSV, JSON Lines; a custom
+task's own columns, Parquet too), with the label column optional; batching and evaluation mode
+are the training loop's own. Class names are the task's (a custom task's label values).
 """
 
 from __future__ import annotations

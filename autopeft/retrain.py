@@ -1,9 +1,10 @@
 """`autopeft train --config`: one chosen configuration trained again, saved as an artifact.
 
-The config file (YAML or JSON) names the task, backbone, data, method, knobs and training
-settings; `autopeft export` writes one beside every exported model. Training goes through the
-search's own path (`train.trial.fit_candidate`) on all of the task's training data, like the
-final retraining of a Pareto point, and the result is scored on dev when the data has one.
+The config file (YAML or JSON) names the task (a GLUE name, a task file, or a task mapping as
+in a task file), backbone, data, method, knobs and training settings; `autopeft export` writes
+one beside every exported model. Training goes through the search's own path
+(`train.trial.fit_candidate`) on all of the task's training data, like the final retraining
+of a Pareto point, and the result is scored on dev when the data has one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from autopeft.errors import AutoPeftError
 REQUIRED = ("task", "method")
 _TEXT, _INT = ((str,), "a string"), ((int,), "an integer")
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (accepted types, in words)
-    "task": _TEXT, "model": _TEXT, "data_dir": _TEXT, "method": _TEXT,
+    "task": ((str, dict), "a GLUE task name, a task file or a task mapping"),
+    "model": _TEXT, "data_dir": _TEXT, "method": _TEXT,
     "knobs": ((dict,), "a mapping of knob: value"), "learning_rate": ((float, int), "a number"),
     "epochs": _INT, "batch_size": _INT, "seed": _INT, "data_seed": _INT,
     "max_train_samples": _INT, "max_length": _INT, "rank": _INT,
@@ -36,10 +38,10 @@ _AT_LEAST_ONE = ("epochs", "batch_size", "max_train_samples", "max_length", "ran
 class TrainConfig:
     """One configuration to train; the keys of the config file, with the CLI's defaults."""
 
-    task: str
+    task: str | dict  # a GLUE name, a task file, or a custom task's mapping (`tasks.custom`)
     method: str
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    data_dir: str | None = None  # None: GLUE from the Hub
+    data_dir: str | None = None  # None: GLUE from the Hub (a custom task names its files)
     knobs: dict[str, Any] = field(default_factory=dict)  # the method's knobs (`autopeft methods`)
     learning_rate: float | None = None  # shorthand for knobs.learning_rate
     epochs: int = 1
@@ -98,6 +100,14 @@ def read_train_config(path: str | Path) -> TrainConfig:
     for key in ("model", "data_dir"):
         if key in values:
             values[key] = _beside(path, values[key])
+    from autopeft.tasks.resolve import is_task_file  # here: --help stays fast
+
+    task = values["task"]
+    if isinstance(task, str) and is_task_file(task):
+        values["task"] = _beside(path, task)
+    elif isinstance(task, dict) and not task.get("dataset"):  # its files beside the config too
+        values["task"] = {**task, **{k: _beside(path, task[k]) for k in ("train", "dev")
+                                     if isinstance(task.get(k), str)}}
     return TrainConfig(**values)
 
 
@@ -116,7 +126,7 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     from autopeft.methods import build_method
     from autopeft.models import build_meta_model, load_tokenizer, resolve_model
     from autopeft.options import check_folder
-    from autopeft.tasks import get_task, load_task_data, subsample
+    from autopeft.tasks import artifact_fields, load_task_data, record_of, resolve_task, subsample
     from autopeft.train.data import tokenize_frame
     from autopeft.train.loop import evaluate
     from autopeft.train.trial import TrialContext, fit_candidate
@@ -125,7 +135,7 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     if out.exists():
         raise AutoPeftError(f"'{out}' already exists; pass --out with a new directory")
     check_folder(out, "--out")  # `afile/x` under a file would fail only once trained
-    task = get_task(config.task)
+    task = resolve_task(config.task)
     build_method(config.method, config.candidate()["knobs"])  # bad knobs fail before any loading
     source = resolve_model(config.model, config.trust_remote_code)
     head = resolve_head(config.pooling, config.freeze_pooler, source.location,
@@ -138,8 +148,8 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     def tokenized(frame):
         return tokenize_frame(frame, task.text_columns, tokenizer, config.max_length)
 
-    context = TrialContext(model=source, task=task.name, budget_params=0, epochs=config.epochs,
-                           batch_size=config.batch_size, seed=config.seed,
+    context = TrialContext(model=source, task=record_of(task), budget_params=0,
+                           epochs=config.epochs, batch_size=config.batch_size, seed=config.seed,
                            study_dir=str(out.parent), head=head)
     started = time.perf_counter()
 
@@ -156,8 +166,7 @@ def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Pat
     method, model = trained.method, trained.model
     save_artifact(out, method, model, {
         "model": source.name,
-        "task": task.name,
-        "num_labels": task.num_labels,
+        **artifact_fields(task),
         "stored_params": method.stored_params(model),
         "head_params": method.head_params(model),
         "dev_metrics": {k: float(v) for k, v in dev.items()},

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 
 from autopeft import names
 from autopeft import study as records
@@ -36,12 +37,15 @@ from autopeft.tasks import (
     TaskSpec,
     chance_score,
     check_split_sizes,
-    get_task,
+    custom_record,
     load_task_data,
+    record_of,
     selection_cap,
     selection_split,
     subsample,
+    task_of_request,
 )
+from autopeft.tasks.rows import held_warnings
 from autopeft.train.length import default_epochs
 from autopeft.warm_start import load_front, warm_start
 
@@ -83,15 +87,27 @@ class RunSettings:
 
 @dataclass(kw_only=True)
 class SearchRequest(RunSettings):
-    """Everything `autopeft search` accepts; defaults are the CLI's."""
+    """Everything `autopeft search` accepts; defaults are the CLI's.
 
-    task: str
+    The task is `task` (a GLUE name, a task file, or a task mapping as in a task file), or
+    `train` with the fields after it describing that file (`tasks.custom`).
+    """
+
     budget: str
+    task: str | dict | None = None
     model: str = DEFAULT_MODEL
     trials: int = 12
     study: str | None = None
     storage: str | None = None
     warm_start: str | None = None  # a study whose Pareto configurations are tried first
+    train: str | None = None  # a custom task's training rows: a file, or a Hub dataset id
+    dev: str | None = None  # its dev rows (default: carved from train)
+    text_columns: str | None = None  # "title,body" or "1": one or two, by name or position
+    label_column: str | None = None
+    header: bool | None = None  # CSV/TSV: whether the first line names the columns (detected)
+    problem_type: str | None = None  # binary, multiclass or regression (inferred)
+    metric: str | None = None  # the primary metric (default per problem type)
+    task_name: str | None = None  # default: from the file name
 
 
 @dataclass
@@ -121,6 +137,7 @@ class TaskInputs:
     search_data: Any  # train.data.SearchData: train and selection, tokenised
     train_rows: int
     selection_rows: int
+    warnings: list[str] = field(default_factory=list)  # rows dropped, said once accepted
 
 
 @dataclass
@@ -167,6 +184,7 @@ class CheckedRequest:
     warm_front: list | None
     head: HeadSettings = field(default_factory=HeadSettings)
     portfolio: list = field(default_factory=list)  # portfolio.Entry, tried first
+    task_note: str = ""  # a custom task: what was given and what inferred, said first
 
     @property
     def study_name(self) -> str:
@@ -175,7 +193,8 @@ class CheckedRequest:
 
 
 def check_request(request: SearchRequest, shared: SharedInputs | None = None) -> CheckedRequest:
-    """Check every input and load (or reuse from `shared`) the data; writes nothing."""
+    """Check every input and load (or reuse from `shared`) the data; writes and prints nothing
+    (a refused run is its error line alone)."""
     from autopeft.engine.samplers import check_sampler
     from autopeft.engine.scheduler import check_scheduler
 
@@ -184,7 +203,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
         if name is not None:  # a name, never a path: refused before anything is loaded
             names.check_name(name, flag)
     check_options(request)  # --trials too
-    task = get_task(request.task)
+    task, task_note = task_of_request(request)
     budget = parse_budget(request.budget)
     check_sampler(request.sampler)
     warm_front = (load_front(request.warm_start, request.storage, request.studies_dir)
@@ -207,9 +226,10 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     backbone = sizer.backbone_params()
     budget_params = budget.params(backbone)
     space, skipped = feasible_methods(space, sizer, budget_params)
-    inputs_key = (task.name, request.model, request.data_dir, request.max_train_samples,
-                  request.seed, request.selection_fraction, request.max_length,
-                  request.drop_invalid_rows)
+    record = record_of(task)  # a custom task by its whole mapping: two may share a name
+    inputs_key = (record if isinstance(record, str) else repr(record), request.model,
+                  request.data_dir, request.max_train_samples, request.seed,
+                  request.selection_fraction, request.max_length, request.drop_invalid_rows)
     if inputs_key not in shared.tasks:
         shared.tasks[inputs_key] = _task_inputs(task, request, source)
     if request.epochs is None:  # what the data needs (train.length), now that its size is known
@@ -218,7 +238,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
         request = dataclasses.replace(request, epochs=epochs)
     return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
                           skipped, shared.tasks[inputs_key], inputs_key, warm_front, head,
-                          portfolio)
+                          portfolio, task_note)
 
 
 def study_setup_of(checked: CheckedRequest) -> records.StudySetup:
@@ -242,6 +262,7 @@ def study_setup_of(checked: CheckedRequest) -> records.StudySetup:
         head=checked.head.describe(),
         space=checked.space.signature(),
         dropped_rows=dict(inputs.task_data.dropped) if request.drop_invalid_rows else None,
+        task_spec=custom_record(checked.task),
     )
 
 
@@ -269,6 +290,10 @@ def open_checked(checked: CheckedRequest, console: Console,
     storage = records.make_storage(request.storage, study_dir)
     study = records.open_study(name, storage, study_setup_of(checked))
 
+    if checked.task_note:  # the first line: what the task is, what was inferred
+        console.print(checked.task_note, highlight=False, markup=False)
+    for warning in inputs.warnings:  # held while the data loaded: the run is accepted now
+        console.print(f"[yellow]{escape(warning)}[/yellow]", highlight=False)
     console.print(f"budget {checked.budget.describe(checked.backbone_params)}")
     head = checked.head
     console.print(f"head (trained by every method, not charged): classifier"
@@ -285,13 +310,14 @@ def open_checked(checked: CheckedRequest, console: Console,
     known = enqueue_portfolio(study, checked.space, checked.sizer, checked.budget_params,
                               skip=skip_coverage or set(), entries=checked.portfolio)
     if known:
-        console.print(f"portfolio: {known} known-good configuration(s) first "
-                      "(search_spaces/portfolio.yaml), then the sampler")
+        where = request.portfolio or "search_spaces/portfolio.yaml"
+        console.print(f"portfolio: {known} known-good configuration(s) first ({where}), "
+                      "then the sampler", highlight=False)
     enqueue_uncovered_methods(study, checked.space, checked.sizer, checked.budget_params,
                               skip=skip_coverage or set())
     context = TrialContext(
         model=checked.source,
-        task=task.name,
+        task=record_of(task),
         budget_params=checked.budget_params,
         epochs=request.epochs,
         batch_size=request.batch_size,
@@ -395,7 +421,8 @@ def report_study(prepared: PreparedStudy, infeasible: int = 0,
 def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInputs:
     from autopeft.train.data import SearchData, tokenize_frame
 
-    task_data = load_task_data(task, request.data_dir, request.drop_invalid_rows)
+    with held_warnings() as warnings:
+        task_data = load_task_data(task, request.data_dir, request.drop_invalid_rows)
     rows = len(task_data.train)
     trained_on = min(rows - int(rows * request.selection_fraction),
                      request.max_train_samples or rows)
@@ -409,7 +436,7 @@ def _task_inputs(task: TaskSpec, request: SearchRequest, source: Any) -> TaskInp
         train=tokenize_frame(train, task.text_columns, tokenizer, request.max_length),
         selection=tokenize_frame(selection, task.text_columns, tokenizer, request.max_length),
     )
-    return TaskInputs(task_data, tokenizer, data, len(train), len(selection))
+    return TaskInputs(task_data, tokenizer, data, len(train), len(selection), warnings)
 
 
 def engine_settings(run: RunSettings, trials: int) -> Any:

@@ -114,9 +114,13 @@ class StudySetup:
     # --drop-invalid-rows: invalid data rows dropped per split, {"train": 3, "dev": 0}; None
     # without it (then an invalid row is an error, so none was dropped)
     dropped_rows: dict | None = None
+    # a custom task's complete mapping (`tasks.custom.task_record`: files, columns, problem
+    # type, classes, metric); None for a GLUE task, whose name says it all
+    task_spec: dict | None = None
 
     # Changing these mid-study would mix incomparable trials in one front.
-    IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed", "head")
+    IDENTITY = ("task", "model", "budget_params", "selection_fraction", "seed", "head",
+                "task_spec")
 
 
 def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
@@ -431,10 +435,16 @@ def feasible_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def _check_same_setup(name: str, study: optuna.Study, setup: StudySetup) -> None:
     old = study_setup(study)
     for key in StudySetup.IDENTITY:
-        if getattr(old, key) != getattr(setup, key):
+        before, now = getattr(old, key), getattr(setup, key)
+        if key == "task_spec" and isinstance(before, dict) and isinstance(now, dict):
+            differing = [k for k in dict.fromkeys([*before, *now]) if before.get(k) != now.get(k)]
+            if differing:  # name the first key that differs, not two whole mappings
+                part = differing[0]
+                key, before, now = f"{key}.{part}", before.get(part), now.get(part)
+        if before != now:
             raise AutoPeftError(
-                f"study '{name}' was made with {key}={getattr(old, key)!r}, not "
-                f"{getattr(setup, key)!r}; pass --study with a new name to start another study"
+                f"study '{name}' was made with {key}={before!r}, not {now!r}; pass --study "
+                "with a new name to start another study"
             )
     _check_same_space(name, old, setup)
 

@@ -9,6 +9,7 @@ their tokenised data and, where a trial fits a smaller budget, their trials (`re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,7 +43,8 @@ from autopeft.searching import (
     report_study,
     run_final_plans,
 )
-from autopeft.tasks import get_task
+from autopeft.tasks import record_of
+from autopeft.tasks.resolve import task_and_note, task_label
 
 MANIFEST = "sweep.json"
 # What a trial's score depends on: a sweep continued with other values would mix incomparable
@@ -55,10 +57,11 @@ COMPARABILITY = ("epochs", "batch_size", "max_length", "max_train_samples", "sel
 class SweepRequest(RunSettings):
     """Everything `autopeft sweep` accepts; the run settings apply to every study.
 
-    `data_dir` is a GLUE root holding every task's folder (MRPC/, RTE/, ...).
+    `data_dir` is a GLUE root holding every task's folder (MRPC/, RTE/, ...); a task file's
+    task names its own files.
     """
 
-    tasks: str  # "mrpc,rte" (a control: "mrpc:shuffled")
+    tasks: str  # "mrpc,rte" (a control: "mrpc:shuffled"), task files too: "mrpc,my_task.yaml"
     budgets: str  # "0.1%,0.5%,1%"
     models: str = DEFAULT_MODEL  # comma-separated ids or local paths
     trials: int = 12  # per study, trials shared from a sibling budget included
@@ -85,16 +88,19 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     console = console or Console(stderr=True)
     if request.sweep is not None:  # a name, never a path: refused before anything else
         names.check_name(request.sweep, "--sweep")
-    grid = _grid(request)
+    grid, tasks, notes = _grid(request)
     name = names.check_name(request.sweep or default_sweep_name(grid), "--sweep")
-    requests = _study_requests(request, name, grid)
+    requests = _study_requests(request, name, grid, tasks)
     for study in requests:  # <sweep>-<task>-<model>-<budget> may grow too long
         names.check_name(study.study, f"--sweep '{name}': its study")
     shared = SharedInputs()
-    checked = [_checked(r, shared) for r in requests]
+    # each task file's line (what was inferred) once, not once per study, once all is checked
+    checked = [dataclasses.replace(_checked(r, shared), task_note="") for r in requests]
     for cell in checked:
         check_resumable(cell)
     manifest = _write_manifest(request, name, grid, checked)  # every input is valid by now
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
     covered = _covered_by_smaller_budget(checked) if request.reuse else {}
     prepared = [open_checked(c, console, skip_coverage=covered.get(c.study_name, set()))
                 for c in checked]
@@ -186,21 +192,33 @@ def default_sweep_name(grid: dict[str, list[str]]) -> str:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _grid(request: SweepRequest) -> dict[str, list[str]]:
-    """The checked, de-duplicated lists of tasks, budgets and models."""
+def _grid(request: SweepRequest
+          ) -> tuple[dict[str, list[str]], dict[str, str | dict], list[str]]:
+    """The checked, de-duplicated lists of tasks (by name), budgets and models; each task
+    name's record (a GLUE name, or a task file's complete mapping, read once here); and what
+    was inferred about each task file."""
     def split(flag: str, text: str) -> list[str]:
         items = list(dict.fromkeys(x.strip() for x in str(text).split(",") if x.strip()))
         if not items:
             raise AutoPeftError(f"--{flag} is empty; pass a comma-separated list")
         return items
 
-    tasks = [get_task(t).name for t in split("tasks", request.tasks)]
+    tasks: dict[str, str | dict] = {}
+    notes = []
+    for text in split("tasks", request.tasks):
+        spec, note = task_and_note(text)
+        if spec.name in tasks and tasks[spec.name] != record_of(spec):
+            raise AutoPeftError(f"--tasks names two different tasks '{spec.name}' (one is "
+                                f"{text}); give each task file its own name")
+        if spec.name not in tasks and note:
+            notes.append(note)
+        tasks[spec.name] = record_of(spec)
     budgets = split("budgets", request.budgets)
     for budget in budgets:
         parse_budget(budget)
     check_positive(trials=request.trials)
-    return {"tasks": list(dict.fromkeys(tasks)), "budgets": budgets,
-            "models": split("models", request.models)}
+    return ({"tasks": list(tasks), "budgets": budgets,
+             "models": split("models", request.models)}, tasks, notes)
 
 
 def _checked(request: SearchRequest, shared: SharedInputs) -> CheckedRequest:
@@ -208,15 +226,18 @@ def _checked(request: SearchRequest, shared: SharedInputs) -> CheckedRequest:
     try:
         return check_request(request, shared)
     except AutoPeftError as exc:
-        raise AutoPeftError(f"{request.task} at {request.budget} on {request.model}: {exc}"
-                            ) from None
+        raise AutoPeftError(f"{task_label(request.task)} at {request.budget} on "
+                            f"{request.model}: {exc}") from None
 
 
-def _study_requests(request: SweepRequest, name: str, grid: dict[str, list[str]]
-                    ) -> list[SearchRequest]:
+def _study_requests(request: SweepRequest, name: str, grid: dict[str, list[str]],
+                    tasks: dict[str, str | dict] | None = None) -> list[SearchRequest]:
+    """One search request per cell; a custom task's cell gets its mapping (no --data-dir)."""
     common = {f.name: getattr(request, f.name) for f in fields(RunSettings)}
-    return [SearchRequest(**{**common, "task": task, "budget": budget, "model": model,
-                             "trials": request.trials,
+    tasks = tasks or {}
+    return [SearchRequest(**{**common, "task": tasks.get(task, task), "budget": budget,
+                             "model": model, "trials": request.trials,
+                             **({"data_dir": None} if isinstance(tasks.get(task), dict) else {}),
                              "study": f"{name}-{records.default_study_name(task, model, budget)}"})
             for task in grid["tasks"] for model in grid["models"] for budget in grid["budgets"]]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,14 @@ def adapt(trial: FrozenTrial, space: SearchSpace, sizer: Sizer, budget: int
 def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, sizer: Sizer,
                     budget: int) -> tuple[dict[str, Any] | None, str]:
     """`adapt` for a candidate ({"method", "knobs"[, "training"]}) from anywhere, e.g. the
-    portfolio; `label` names it in the note."""
+    portfolio; `label` names it in the note.
+
+    A candidate sized as a share of the budget (`budget_fraction` and the `size_knob` it sizes,
+    a learned portfolio's entry) asks for that share of this budget: a method whose size knob
+    this space fits to the budget samples that fraction; otherwise the size knob is set, within
+    this space's range of it, to the value that stores the most within the share (found as a
+    fit_budget knob is, `SearchSpace.derive`).
+    """
     method = source["method"]
     if method not in space.methods:
         return None, f"{label}: not in this search"
@@ -117,7 +124,14 @@ def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, size
             knobs[knob] = spec.clip(wanted, allowed.get(knob))
     params: dict[str, Any] = {METHOD_PARAM: method}
     fraction, wanted, over = None, None, False
-    if fit is not None:  # the space derives it from a budget fraction: ask for the same size
+    share = source.get(FRACTION)
+    if share is not None and fit is None:
+        knobs = _sized_to_share(method, knobs, source.get("size_knob"), share, ranges, sizer,
+                                budget)
+    if share is not None and fit is not None:  # the space fits its size knob to a share
+        fraction = space.fractions[method].clip(share)
+        params[param_name(method, FRACTION)] = fraction
+    elif fit is not None:  # the space derives it from a budget fraction: ask for the same size
         wanted = ranges[fit].clip(source["knobs"].get(fit, declared[fit].default))
         stored = _stored(sizer, method, {**knobs, fit: wanted})
         fraction = space.fractions[method].clip(1.0 if stored is None else stored / budget)
@@ -145,6 +159,17 @@ def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, size
     if over:  # the derived knob came out smaller than the source's
         changes.append(f"{fit} {wanted}→{space.derive(method, fitted, fraction)}")
     return params, f"{label} {', '.join(changes)}" if changes else ""
+
+
+def _sized_to_share(method: str, knobs: dict[str, Any], knob: str | None, share: float,
+                    ranges: dict[str, KnobRange], sizer: Sizer, budget: int) -> dict[str, Any]:
+    """`knobs` with `knob` set to the value of its range here that stores the most within
+    share × budget; as they are when this space does not search `knob` (its value is fixed)."""
+    if knob is None or knob not in knobs:
+        return knobs
+    fitted = SearchSpace({method: {**ranges, knob: replace(ranges[knob], fit_budget=True)}},
+                         sizer=sizer, budget=budget)
+    return {**knobs, knob: fitted.derive(method, knobs, share)}
 
 
 def _shrink(knobs: dict[str, Any], names: list[str], ranges: dict[str, KnobRange],

@@ -60,13 +60,22 @@ ACCEPTED: dict[str, str] = {
     "grace_epochs": ">= 1",
     "final_epochs": ">= 1",
     "final_seeds": ">= 0",
+    "final_top": ">= 1",
     "seed": "0..2**31-1",
     "selection_fraction": "(0, 1)",
     "reduction_factor": ">= 2",
     "gpus_per_trial": ">= 0, a fraction <= 1 or whole",
     "export.trial": ">= 0",  # and a trial the study has
     # texts that name a choice, a thing that must exist, or a place to write
-    "task": "a GLUE task (cola, sst2, mrpc, ...), or <task>:shuffled",
+    "task": "a GLUE task (cola, sst2, mrpc, ...), <task>:shuffled, or a task file (.yaml)",
+    "search.train": "a .csv, .tsv, .jsonl or .parquet file, or a Hub dataset id",
+    "search.dev": "a file like --train (only with --train)",
+    "search.text_columns": "one or two columns of --train, by name or 0-based position",
+    "search.label_column": "a column of --train, by name or 0-based position",
+    "search.problem_type": "binary, multiclass or regression (only with --train)",
+    "search.metric": "a metric of the --train task's problem type",
+    "search.task_name": "a name (only with --train)",
+    "search.header": "flag",
     "budget": "0.5%, a fraction below 1, or a count (120k, 1.2M, 120000)",
     "model": "a model folder or a Hub id",
     "data_dir": "a folder with the task's train/dev files",
@@ -120,7 +129,24 @@ _NAMES = [("../x", f"'../x' {NOT_NAME}"), ("", f"'' {NOT_NAME}"), ("a/b", f"'a/b
 
 # Invalid values of the text options, each with what its error line must contain.
 BAD_TEXT: dict[str, list[tuple[str, str]]] = {
-    "task": [("mrcp", "unknown task 'mrcp'"), ("", "unknown task ''")],
+    "task": [("mrcp", "unknown task 'mrcp'"), ("", "unknown task ''"),
+             ("missing.yaml", "task file 'missing.yaml' not found")],
+    # with --task mrpc (the valid context) a --train file's options are refused as such; --train
+    # itself replaces --task and --data-dir (DROPPED)
+    "search.train": [("missing.csv", "--train file 'missing.csv' does not exist"),
+                     ("afile", "--train 'afile': unrecognised file format 'no extension'"),
+                     ("rows.xlsx", "unrecognised file format '.xlsx'"),
+                     ("", "--train is empty")],
+    "search.dev": [("dev.csv", "--dev describes a --train file"), ("", "--dev is empty")],
+    "search.text_columns": [("1", "--text-columns describes a --train file"),
+                            ("", "--text-columns is empty")],
+    "search.label_column": [("0", "--label-column describes a --train file"),
+                            ("", "--label-column is empty")],
+    "search.problem_type": [("ordinal", "--problem-type describes a --train file"),
+                            ("", "--problem-type is empty")],
+    "search.metric": [("bleu", "--metric describes a --train file"), ("", "--metric is empty")],
+    "search.task_name": [("a/b", "--task-name describes a --train file"),
+                         ("", "--task-name is empty")],
     "budget": [*_BUDGETS, (HUGE, "budget")],
     "model": _MODELS,
     "data_dir": [("missing", "'missing' is not a directory"), ("afile", "'afile' is not a "
@@ -199,7 +225,7 @@ NEEDLE = {("export", "trial", "-1"): "study 's' has no trial -1"}
 
 # Options dropped from the command's valid context for a case: `report --study s --sweep x`
 # is refused for passing both, not for the sweep's name.
-DROPPED = {("report", "sweep_name"): ["study"]}
+DROPPED = {("report", "sweep_name"): ["study"], ("search", "train"): ["task", "data_dir"]}
 
 
 

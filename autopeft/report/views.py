@@ -45,8 +45,11 @@ def setup_rows(setup: StudySetup) -> Rows:
         f"{setup.budget_spec} = {fmt.count(setup.budget_params)} stored parameters "
         f"({fmt.percent(share, 3)} of {fmt.count(setup.backbone_params)} backbone parameters)"
     )
+    task = setup.task
+    if setup.task_spec:  # a custom task: its problem type (its files are in Data source)
+        task = f"{task} (own data, {setup.task_spec.get('problem_type', 'custom')})"
     return [
-        ("Task", setup.task),
+        ("Task", task),
         ("Model", setup.model),
         ("Budget", budget),
         ("Primary metric", setup.primary_metric),

@@ -1,7 +1,8 @@
-"""What each GLUE task is: its columns, labels, metrics and where its data lives.
+"""What each task is: its columns, labels, metrics and where its data lives.
 
 One frozen record per task keeps every task-specific fact in one place, so the loaders,
-metrics and splitters stay generic.
+metrics and splitters stay generic. GLUE tasks are listed here; a user's own task (a file or a
+Hub dataset, `tasks.custom`) is the same record with a `TaskSource` saying where its rows are.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from dataclasses import dataclass, replace
 from autopeft.errors import AutoPeftError
 
 Field = str | int
-"""A column in a GLUE TSV file: its header name, or its 0-based position when there is no header."""
+"""A column in a file: its header name, or its 0-based position."""
+PROBLEM_TYPES = ("binary", "multiclass", "regression")
+
+
+def describe_column(field: Field) -> str:
+    """A user's column as messages name it: `column 'stars'`, or `column 2` (0-based)."""
+    return f"column '{field}'" if isinstance(field, str) else f"column {field}"
 
 
 @dataclass(frozen=True)
@@ -31,8 +38,27 @@ class TsvLayout:
 
 
 @dataclass(frozen=True)
+class TaskSource:
+    """Where a custom task's rows are and how to read them (`tasks.files` reads them)."""
+
+    train: str
+    """A file (absolute path, its format from its extension), or a split of `dataset`."""
+    text_fields: tuple[Field, ...]
+    """One or two columns, in the order the tokenizer takes them."""
+    label_field: Field
+    dev: str | None = None
+    """A file or split like `train`; None: dev is carved from train (`dev_fraction`)."""
+    header: bool | None = None
+    """CSV/TSV: whether the first line names the columns (None: detected when read)."""
+    dataset: str | None = None  # a Hugging Face Hub dataset id instead of files
+    config: str | None = None  # its configuration
+    dev_fraction: float = 0.1  # a carved dev: this share of train, stratified
+    dev_seed: int = 0  # a carved dev: its seed, so every command carves the same rows
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    """Everything the project needs to know about one GLUE task."""
+    """Everything the project needs to know about one task (GLUE, or the user's own)."""
 
     name: str
     text_columns: tuple[str, ...]
@@ -42,11 +68,20 @@ class TaskSpec:
     label_names: tuple[str, ...]
     metrics: tuple[str, ...]
     primary_metric: str
-    tsv: TsvLayout
+    tsv: TsvLayout | None = None  # GLUE tasks: the layout of their files
     eval_split: str = "validation"
     """The Hub split used as dev (MNLI reports on the matched one)."""
     control: str | None = None
     """"shuffled": the task's data with its training labels permuted (see `tasks.control`)."""
+    source: TaskSource | None = None
+    """A custom task's files or Hub dataset; None for GLUE tasks."""
+
+    @property
+    def problem_type(self) -> str:
+        """binary, multiclass or regression (`PROBLEM_TYPES`)."""
+        if self.is_regression:
+            return "regression"
+        return "binary" if self.num_labels == 2 else "multiclass"
 
     @property
     def base_name(self) -> str:
@@ -180,7 +215,8 @@ def get_task(name: str) -> TaskSpec:
     key = base.replace("-", "")
     if key not in TASKS:
         raise AutoPeftError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}, "
-                            f"or <task>:{'|'.join(CONTROLS)} for a control")
+                            f"or <task>:{'|'.join(CONTROLS)} for a control, or a task file "
+                            "(my_task.yaml)")
     if not control:
         return TASKS[key]
     if control not in CONTROLS:

@@ -34,7 +34,7 @@ from autopeft import study as records
 from autopeft.artifacts import load_artifact, save_artifact
 from autopeft.report.tables import at_chance
 from autopeft.space import candidate_from_params
-from autopeft.tasks import TaskSpec, get_task
+from autopeft.tasks import TaskSpec, artifact_fields, resolve_task
 from autopeft.train.data import TokenizedSplit
 from autopeft.train.loop import evaluate
 from autopeft.train.trial import ARTIFACTS_SUBDIR, TrialContext, artifact_name, fit_candidate
@@ -144,7 +144,7 @@ def plan_front(study: optuna.Study, train: TokenizedSplit, dev: TokenizedSplit, 
     """The final runs a study's front (but trials `skip`, retrained elsewhere) still needs;
     says so in one line, and in one line for the points it leaves out (at chance, or beyond
     `settings.top`, which counts the points in `skip` too)."""
-    task = get_task(context.task)
+    task = resolve_task(context.task)
     front = records.feasible_front(study)
     for trial in (t for t in front if at_chance(t) and t.number not in skip):
         console.print(
@@ -227,8 +227,7 @@ def retrain_once(point: FinalPoint, index: int, inputs: FinalInputs) -> dict[str
         save_artifact(Path(context.study_dir) / ARTIFACTS_SUBDIR / name, trained.method,
                       trained.model, {
                           "model": context.model.name,
-                          "task": context.task,
-                          "num_labels": task.num_labels,
+                          **artifact_fields(task),
                           "stored_params": trained.method.stored_params(trained.model),
                           "head_params": trained.method.head_params(trained.model),
                           "dev_metrics": run["metrics"],

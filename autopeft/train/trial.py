@@ -21,7 +21,7 @@ from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
 from autopeft.models import ModelSource, load_model
 from autopeft.study import ATTR_CHANCE
-from autopeft.tasks import chance_score, get_task
+from autopeft.tasks import artifact_fields, chance_score, resolve_task
 from autopeft.train import faults
 from autopeft.train.data import SearchData, SplitBatches, TokenizedSplit
 from autopeft.train.loop import EpochResult, LoopSettings, evaluate, fit, pick_device
@@ -32,7 +32,7 @@ class TrialContext:
     """Study-wide settings every trial shares (picklable, sent once to the workers)."""
 
     model: ModelSource
-    task: str
+    task: str | dict  # the task's record (`tasks.resolve`): a GLUE name or a custom mapping
     budget_params: int
     epochs: int
     batch_size: int
@@ -81,7 +81,7 @@ def fit_candidate(
     Rank-flexible methods (DyLoRA) get their evaluation rank from `rank` when given (fixed by
     the search), else they choose it on `selection`.
     """
-    task = get_task(context.task)
+    task = resolve_task(context.task)
     torch.manual_seed(seed)
     method = build_method(candidate["method"], candidate["knobs"])
     backbone = load_model(context.model, task.num_labels, seed=seed, pooling=context.head.pooling)
@@ -134,7 +134,7 @@ def run_trial(
     number = int(candidate["trial_number"])
     counts: dict[str, Any] = {}
     if data.selection is not None:  # what learning nothing scores, for the scheduler and sampler
-        counts[ATTR_CHANCE] = chance_score(get_task(context.task), data.selection.labels)
+        counts[ATTR_CHANCE] = chance_score(resolve_task(context.task), data.selection.labels)
 
     def empty(method: Method, when: str) -> Exception:
         """A head-only trial is no result of its method: it fails (never COMPLETE), saying why."""
@@ -190,8 +190,7 @@ def run_trial(
     artifact = Path(context.study_dir) / ARTIFACTS_SUBDIR / artifact_name(number)
     save_artifact(artifact, method, model, {
         "model": context.model.name,
-        "task": context.task,
-        "num_labels": get_task(context.task).num_labels,
+        **artifact_fields(resolve_task(context.task)),
         "stored_params": counts["stored_params"],
         "head_params": counts["head_params"],
         "selection_metrics": last.metrics,

@@ -1,0 +1,180 @@
+"""Portfolio transfer: does a portfolio learned on other tasks find a good point sooner?
+
+Leave-one-task-out over the four shared tasks (MRPC, CR, MPQA, STS-B; issue 18). Each task is
+first searched without a portfolio (`--portfolio none`): those studies are the baseline, and
+the ones portfolios are learned from. Then, per held-out task, a portfolio is learned from the
+other three tasks' baseline studies (`autopeft portfolio build`) and the same search (same
+model, budget, methods, trials, seed) runs with it. Printed per held-out task, for both runs:
+the best selection score after 2, 4, 8 and 12 trained trials and the winner's dev mean (its
+final runs: `--final-seeds` seeds, `--final-top 1`). Target: with the portfolio, the 4-trial
+best ≥ the 12-trial best without it on at least 3 of the 4 tasks.
+
+Everything is kept under `--work`, and every search is resumable: running the same command
+again continues what an interrupted run left (a portfolio file already written is reused, so
+delete it after extending the baseline studies).
+
+What it assumes (fix `TASKS` if the task interface changes): MRPC is the GLUE task read from
+`--glue-dir`; CR, MPQA and STS-B are task mappings as a task file holds them (README, "Custom
+tasks"): headerless TSVs under `--text-dir`, CR and MPQA `label<TAB>text` (binary, accuracy),
+STS-B GLUE's 10 columns (sentences in columns 7 and 8, the score in 9: regression, mean of
+Pearson and Spearman).
+
+    python benchmarks/portfolio_transfer.py [--trials 12] [--budget 0.5%] [--seed 0]
+        [--tasks mrpc,cr,mpqa,stsb] [--work DIR] [--portfolio-size 8] [--json FILE]
+
+On 2 CPU cores one MiniLM trial takes minutes, so the 8 searches of 12 trials take hours;
+on a GPU pass --concurrency and --gpus-per-trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+CHECKPOINTS = (2, 4, 8, 12)  # trained trials after which the best selection score is read
+NEEDED = 3  # tasks on which the target must hold
+
+
+# How each task is named to `search` (fix here if the task interface changes): MRPC by its
+# GLUE name; the others as task mappings: folder, text columns, label column, extra keys.
+TEXT_TASKS: dict[str, tuple[str, list[int], int, dict[str, Any]]] = {
+    "cr": ("CR", [1], 0, {}),
+    "mpqa": ("MPQA", [1], 0, {}),
+    "stsb": ("STS-B", [7, 8], 9, {"problem_type": "regression"}),
+}
+TASKS = ("mrpc", *TEXT_TASKS)
+
+
+def task_settings(name: str, text_dir: Path, glue_dir: Path) -> dict[str, Any]:
+    """The `SearchRequest` fields naming one task."""
+    if name == "mrpc":
+        return {"task": "mrpc", "data_dir": str(glue_dir / "MRPC")}
+    if name not in TEXT_TASKS:
+        raise SystemExit(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+    folder, text_columns, label, extra = TEXT_TASKS[name]
+    root = text_dir / folder
+    return {"task": {"name": name, "train": str(root / "train.tsv"),
+                     "dev": str(root / "dev.tsv"), "text_columns": text_columns,
+                     "label_column": label, "header": False, **extra}}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help="comma-separated, at least 3 (each held out against the others)")
+    parser.add_argument("--model", default=MINILM)
+    parser.add_argument("--budget", default="0.5%")
+    parser.add_argument("--trials", type=int, default=max(CHECKPOINTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default=None, help="default: every registered method")
+    parser.add_argument("--portfolio-size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-train-samples", type=int, default=None)
+    parser.add_argument("--final-seeds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--gpus-per-trial", type=float, default=None)
+    parser.add_argument("--text-dir", type=Path, default=SHARED / "text")
+    parser.add_argument("--glue-dir", type=Path, default=SHARED / "glue")
+    parser.add_argument("--work", type=Path, default=Path("portfolio_transfer"))
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers here too")
+    args = parser.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if len(args.tasks) < 3:
+        parser.error("--tasks: at least 3, so each portfolio is learned from 2 or more")
+    for name in args.tasks:
+        task_settings(name, args.text_dir, args.glue_dir)
+    return args
+
+
+def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str) -> dict:
+    """One search (resumed if it exists); its best-so-far curve and winner's dev mean."""
+    from rich.console import Console
+
+    from autopeft.api import SearchRequest, search
+
+    request = SearchRequest(
+        **task_settings(task, args.text_dir, args.glue_dir), budget=args.budget,
+        model=args.model, methods=args.methods, trials=args.trials, seed=args.seed,
+        epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
+        final_seeds=args.final_seeds, final_top=1, concurrency=args.concurrency,
+        gpus_per_trial=args.gpus_per_trial, portfolio=portfolio, study=study,
+        studies_dir=str(args.work / "studies"), reports_dir=str(args.work / "reports"))
+    result = search(request, console=Console(stderr=True))
+    winner = result.winner()
+    return {"study": study, "best_after": best_after(args.work / "studies", study),
+            "winner_dev": None if winner is None else float(winner.dev_score),
+            "winner_method": None if winner is None else str(winner.method)}
+
+
+def best_after(studies: Path, name: str) -> dict[int, float | None]:
+    """The best selection score (COMPLETE, within budget) among the first n trained trials."""
+    from autopeft import study as records
+    from autopeft.report.tables import STATE_INFEASIBLE, trials_frame
+
+    frame = trials_frame(records.read_study(name, None, studies)).sort_values("trial")
+    trained = frame[frame.state != STATE_INFEASIBLE]
+    scores = trained.score.where((trained.state == "COMPLETE") & (trained.budget_used <= 1))
+    running = scores.cummax().ffill().tolist()  # a failed trial keeps the best so far
+    return {n: running[n - 1] if len(running) >= n and not math.isnan(running[n - 1]) else None
+            for n in CHECKPOINTS}
+
+
+def learned_portfolio(args: argparse.Namespace, held_out: str, baselines: dict[str, str]
+                      ) -> Path:
+    """The portfolio learned without `held_out` (built once, then reused)."""
+    from autopeft.portfolio_build import build_portfolio
+
+    path = args.work / f"portfolio-without-{held_out}-s{args.seed}.yaml"
+    if not path.exists():
+        build_portfolio(path, [s for t, s in baselines.items() if t != held_out],
+                        size=args.portfolio_size, studies_dir=args.work / "studies")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    baselines = {task: f"{task}-none-s{args.seed}" for task in args.tasks}
+    results: dict[str, dict[str, dict]] = {}
+    for task in args.tasks:  # every baseline first: the portfolios are learned from them
+        results[task] = {"none": run_search(args, task, baselines[task], "none")}
+    for task in args.tasks:
+        portfolio = learned_portfolio(args, task, baselines)
+        results[task]["learned"] = run_search(args, task, f"{task}-learned-s{args.seed}",
+                                              str(portfolio))
+    report(results, args)
+
+
+def report(results: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    print(f"{'task':<6} {'run':<8} " + " ".join(f"best@{n:<3}" for n in CHECKPOINTS)
+          + "  winner dev")
+    met = 0
+    for task, runs in results.items():
+        for label, run in runs.items():
+            cells = " ".join(f"{shown(run['best_after'][n]):<7}" for n in CHECKPOINTS)
+            print(f"{task:<6} {label:<8} {cells}  {shown(run['winner_dev'])} "
+                  f"({run['winner_method'] or 'none'})")
+        early, late = runs["learned"]["best_after"][4], runs["none"]["best_after"][12]
+        met += early is not None and late is not None and early >= late
+    print(f"target: with the learned portfolio the 4-trial best >= the 12-trial best without "
+          f"it on {met} of {len(results)} tasks (needed: {NEEDED}): "
+          f"{'met' if met >= NEEDED else 'not met'}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results, "met": met}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
