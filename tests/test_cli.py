@@ -114,7 +114,10 @@ def _commands() -> list[str]:
 REQUIRED = {"search": ["--task", "mrpc", "--budget", "1%"],
             "sweep": ["--tasks", "mrpc", "--budgets", "1%"], "budget": ["--budget", "1%"],
             "export": ["out", "--study", "s"], "predict": ["art", "--input", "rows.tsv"],
-            "train": ["--config", "c.yaml"], "report": [], "methods": []}
+            "train": ["--config", "c.yaml"], "report": [], "methods": [],
+            "portfolio": ["build", "--study", "s", "--out", "p.yaml"]}
+# A command group's usage line and help hint name the subcommand too.
+SUBCOMMAND = {"portfolio": "portfolio build"}
 
 
 def assert_usage_error(result, command: str, needle: str) -> None:
@@ -137,7 +140,8 @@ def test_every_command_has_a_required_list():
 @pytest.mark.parametrize("command", sorted(REQUIRED))
 def test_an_unknown_option_is_a_usage_error_for_every_command(tmp_path, command):
     result = run_entry_point(command, *REQUIRED[command], "--no-such-option", cwd=tmp_path)
-    assert_usage_error(result, command, "No such option: --no-such-option")
+    assert_usage_error(result, SUBCOMMAND.get(command, command),
+                       "No such option: --no-such-option")
     assert not any(tmp_path.iterdir())
 
 
