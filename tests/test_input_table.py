@@ -42,7 +42,20 @@ from autopeft.options import MAX_SEED, check_options
 from autopeft.searching import SearchRequest
 from tests.helpers import assert_refused, listing, run_main
 
-COMMANDS = typer.main.get_command(cli.app).commands
+
+def _runnable(group) -> dict:
+    """Every command that runs, by its path: a group's subcommands as "portfolio build"."""
+    found = {}
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            found.update({f"{name} {sub}": leaf for sub, leaf in subcommands.items()})
+        else:
+            found[name] = command
+    return found
+
+
+COMMANDS = _runnable(typer.main.get_command(cli.app))
 HUGE = "9" * 400  # float() says inf for it
 STUDY = "s"  # the study in the working directory (one finished trial, no artifact)
 
@@ -108,6 +121,10 @@ ACCEPTED: dict[str, str] = {
     "predict.base_model": "the backbone the artifact was trained on",
     "train.config": "a YAML/JSON train config file",
     "train.out_dir": "a folder that does not exist yet",
+    "portfolio build.out_file": "a YAML file to write (not there yet, in an existing folder)",
+    "portfolio build.study": "names of stored studies",
+    "portfolio build.sweep": "names of stored sweeps",
+    "portfolio build.size": ">= 1",
     # flags: no value to get wrong (`--flag=yes` is a usage error)
     "trust_remote_code": "flag",
     "freeze_pooler": "flag",
@@ -161,6 +178,11 @@ BAD_TEXT: dict[str, list[tuple[str, str]]] = {
     "report.study": [*[(name, f"--study {needle}") for name, needle in _NAMES],
                      ("nope", "no study 'nope' under studies/")],
     "export.study": [("../x", f"--study '../x' {NOT_NAME}"), ("nope", "no study 'nope'")],
+    "portfolio build.study": [("../x", f"--study '../x' {NOT_NAME}"),
+                              ("nope", "no study 'nope'")],
+    "portfolio build.sweep": [("../x", f"'../x' {NOT_NAME}"), ("nope", "no sweep 'nope'")],
+    "portfolio build.out_file": [("afile", "--out 'afile' exists"),
+                                 ("afile/p.yaml", "afile"), ("", "--out is empty")],
     "storage": [("bogus://x", "cannot open storage 'bogus://x'"),
                 (".", "'.' is not a readable Optuna journal"), ("", "--storage is empty")],
     "address": [("not an address", "--address 'not an address' is not a Ray cluster address"),
@@ -205,6 +227,11 @@ BAD_TEXT: dict[str, list[tuple[str, str]]] = {
     # refused for the right reason only by the message, as for report
     "export.studies_dir": [("afile", "no study 's' (looked in afile/s/optuna.journal)"),
                            ("", "--studies-dir is empty")],
+    "portfolio build.storage": [("bogus://x", "cannot open storage 'bogus://x'"),
+                                ("", "--storage is empty")],
+    # refused for the right reason only by the message, as for export
+    "portfolio build.studies_dir": [("afile", "no study 's' (looked in afile/s/optuna.journal)"),
+                                    ("", "--studies-dir is empty")],
     "predict.artifact": [("nope", "'nope' is not an autopeft artifact"),
                          ("afile", "'afile' is not an autopeft artifact"),
                          ("", "'.' is not an autopeft artifact")],
@@ -254,6 +281,8 @@ def valid_options(command: str, inputs: Inputs) -> dict[str, str]:
         "export": {"destination": "out", "study": STUDY, "trial": "0"},
         "predict": {"artifact": str(inputs.artifact), "input_file": str(inputs.rows)},
         "train": {"config": "config.yaml"},
+        # study `s` is of one task: a valid run stops there, after every option was checked
+        "portfolio build": {"out_file": "p.yaml", "study": STUDY},
     }[command]
 
 
@@ -266,7 +295,7 @@ def argv_for(command: str, values: dict[str, str]) -> list[str]:
                 arguments.append(values[param.name])
             else:
                 options.append(f"{param.opts[0]}={values[param.name]}")
-    return [command, *arguments, *options]
+    return [*command.split(), *arguments, *options]
 
 
 # --- the table, from the CLI's parameters --------------------------------------------------------
