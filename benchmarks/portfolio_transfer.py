@@ -107,7 +107,8 @@ def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str) 
         epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
         final_seeds=args.final_seeds, final_top=1, concurrency=args.concurrency,
         gpus_per_trial=args.gpus_per_trial, portfolio=portfolio, study=study,
-        studies_dir=str(args.work / "studies"), reports_dir=str(args.work / "reports"))
+        studies_dir=str(args.work / "studies"), reports_dir=str(args.work / "reports"),
+        drop_invalid_rows=True)  # CR's train.tsv has one line without a text (1763)
     result = search(request, console=Console(stderr=True))
     winner = result.winner()
     return {"study": study, "best_after": best_after(args.work / "studies", study),
