@@ -258,7 +258,8 @@ def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> opt
         known = ", ".join(sorted(existing)) or "none"
         raise AutoPeftError(f"no study named '{name}' in this storage (studies found: {known})")
     study = optuna.load_study(study_name=name, storage=storage)
-    if created_elsewhere:
+    if setup is not None or created_elsewhere:
+        # another search may have created it a moment ago, its setup not written yet
         _wait_for_setup(study)
     if setup is not None:
         _check_same_setup(name, study, setup)
@@ -271,7 +272,9 @@ def check_resumable(name: str, storage: str | None, study_dir: Path,
     """Refuse, writing nothing, a run whose study exists and was made for something else.
 
     `open_study` checks the same when it opens the study; a sweep calls this for every study
-    first, so that a mismatch in its last study leaves the others unopened.
+    first, so that a mismatch in its last study leaves the others unopened. A study another
+    search has only just created gets its setup a moment later: that is waited for, as
+    `open_study` does, not refused as a study autopeft did not make.
     """
     if storage and "://" in storage:
         store = make_storage(storage, study_dir)
@@ -282,7 +285,9 @@ def check_resumable(name: str, storage: str | None, study_dir: Path,
         store = _journal(path)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if name in {s.study_name for s in optuna.get_all_study_summaries(store)}:
-        _check_same_setup(name, optuna.load_study(study_name=name, storage=store), setup)
+        study = optuna.load_study(study_name=name, storage=store)
+        _wait_for_setup(study)
+        _check_same_setup(name, study, setup)
 
 
 def _wait_for_setup(study: optuna.Study, seconds: float = 10.0) -> None:

@@ -10,6 +10,7 @@ signalled from here, and the lost node is killed from here, process by process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -269,3 +270,27 @@ def test_trials_run_on_two_nodes_and_survive_losing_one(two_nodes, tmp_path, tin
     assert retried, lost.stderr[-3000:]
     assert all(t.user_attrs[records.ATTR_WORKER]["node"] == head_id for t in retried)
     assert "its worker was lost" in lost.stderr
+
+
+def test_a_study_another_search_is_creating_is_waited_for_not_refused(tmp_path):
+    """The race two searches starting at once run into: one has created the study and not yet
+    written its setup when the other checks it. The check waits for the setup (and then
+    compares it), instead of refusing the study as one autopeft did not make."""
+    import threading
+
+    setup = records.StudySetup(task="mrpc", model="m", budget_spec="1%", budget_params=10,
+                               backbone_params=1000, primary_metric="accuracy_f1_mean",
+                               methods=["bitfit"])
+    storage = records.make_storage(None, tmp_path)
+    study = optuna.create_study(study_name="racing", storage=storage,
+                                directions=list(records.DIRECTIONS))  # no setup yet
+    writer = threading.Timer(1.0, lambda: study.set_user_attr(
+        records.SETUP_KEY, dataclasses.asdict(setup)))
+    writer.start()
+    started = time.monotonic()
+    records.check_resumable("racing", None, tmp_path, setup)
+    writer.join()
+    assert 0.9 < time.monotonic() - started < 9
+    other = dataclasses.replace(setup, budget_params=20)
+    with pytest.raises(records.AutoPeftError, match="budget_params=10, not 20"):
+        records.check_resumable("racing", None, tmp_path, other)
