@@ -103,3 +103,17 @@ class Search:
                 self.proc.kill()
                 raise AssertionError(f"condition not reached:\n{self.stderr[-3000:]}")
             time.sleep(0.3)
+
+
+def assert_searches_overlapped(trials: list, searches: list[Search]) -> None:
+    """Each of two searches on one study added its own trials while the other added its own."""
+    from autopeft import study as records
+
+    spans = {}
+    for trial in trials:
+        owner = trial.user_attrs[records.ATTR_OWNER]["pid"]
+        start, end = spans.get(owner, (trial.datetime_start, trial.datetime_complete))
+        spans[owner] = (min(start, trial.datetime_start), max(end, trial.datetime_complete))
+    assert set(spans) == {s.proc.pid for s in searches}
+    (start_a, end_a), (start_b, end_b) = spans.values()
+    assert start_a < end_b and start_b < end_a

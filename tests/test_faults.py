@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import study as records
 from autopeft.train.faults import ENV as FAULT_ENV
-from tests.helpers import Search, tiny_search_args
+from tests.helpers import Search, assert_searches_overlapped, tiny_search_args
 
 
 def _journal(work: Path, study: str) -> Path:
@@ -225,14 +225,7 @@ def test_two_searches_append_to_one_study_at_once(tmp_path, tiny_bert, mrpc_dir)
         assert search.wait() == 0, search.stderr[-3000:]
     trials = _assert_whole_study(tmp_path, "shared")
     assert len(_numbers(trials, TrialState.COMPLETE)) == 2 * asked == len(trials)
-    spans = {}
-    for trial in trials:
-        owner = trial.user_attrs[records.ATTR_OWNER]["pid"]
-        start, end = spans.get(owner, (trial.datetime_start, trial.datetime_complete))
-        spans[owner] = (min(start, trial.datetime_start), max(end, trial.datetime_complete))
-    assert set(spans) == {s.proc.pid for s in searches}  # each added its own trials ...
-    (start_a, end_a), (start_b, end_b) = spans.values()
-    assert start_a < end_b and start_b < end_a  # ... while the other was adding its own
+    assert_searches_overlapped(trials, searches)
 
 
 # --- Ray across two nodes, one of them lost --------------------------------------------------
