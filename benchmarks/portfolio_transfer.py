@@ -95,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str) -> dict:
+def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str,
+               final_seeds: int) -> dict:
     """One search (resumed if it exists); its best-so-far curve and winner's dev mean."""
     from rich.console import Console
 
@@ -105,14 +106,15 @@ def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str) 
         **task_settings(task, args.text_dir, args.glue_dir), budget=args.budget,
         model=args.model, methods=args.methods, trials=args.trials, seed=args.seed,
         epochs=args.epochs, batch_size=args.batch_size, max_train_samples=args.max_train_samples,
-        final_seeds=args.final_seeds, final_top=1, concurrency=args.concurrency,
+        final_seeds=final_seeds, final_top=1, concurrency=args.concurrency,
         gpus_per_trial=args.gpus_per_trial, portfolio=portfolio, study=study,
         studies_dir=str(args.work / "studies"), reports_dir=str(args.work / "reports"),
         drop_invalid_rows=True)  # CR's train.tsv has one line without a text (1763)
     result = search(request, console=Console(stderr=True))
     winner = result.winner()
+    dev = None if winner is None else winner.get("dev_score")
     return {"study": study, "best_after": best_after(args.work / "studies", study),
-            "winner_dev": None if winner is None else float(winner.dev_score),
+            "winner_dev": None if dev is None or math.isnan(dev) else float(dev),
             "winner_method": None if winner is None else str(winner.method)}
 
 
@@ -145,13 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     baselines = {task: f"{task}-none-s{args.seed}" for task in args.tasks}
-    results: dict[str, dict[str, dict]] = {}
-    for task in args.tasks:  # every baseline first: the portfolios are learned from them
-        results[task] = {"none": run_search(args, task, baselines[task], "none")}
-    for task in args.tasks:
-        portfolio = learned_portfolio(args, task, baselines)
-        results[task]["learned"] = run_search(args, task, f"{task}-learned-s{args.seed}",
-                                              str(portfolio))
+    runs = [(task, "none", baselines[task]) for task in args.tasks]  # portfolios learn from these
+    runs += [(task, "learned", f"{task}-learned-s{args.seed}") for task in args.tasks]
+    # Every search's trials first, then the winners' final runs (a resumed search whose trials
+    # are done only retrains), so an interrupted run has the selection curves soonest.
+    for final_seeds in dict.fromkeys((0, args.final_seeds)):
+        results: dict[str, dict[str, dict]] = {task: {} for task in args.tasks}
+        for task, label, study in runs:
+            portfolio = "none" if label == "none" else str(learned_portfolio(args, task, baselines))
+            results[task][label] = run_search(args, task, study, portfolio, final_seeds)
     report(results, args)
 
 
