@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from autopeft._version import __version__
 
 if TYPE_CHECKING:
-    from autopeft.loading import LoadedModel, load
+    from autopeft.artifacts.load import LoadedModel, load
 
 __all__ = ["LoadedModel", "__version__", "load"]
 
@@ -16,7 +16,7 @@ def __getattr__(name: str):
     """`autopeft.load` / `autopeft.LoadedModel` on first use, so `import autopeft` (and the
     torch-free `autopeft.report`) does not pull in torch and transformers."""
     if name in ("load", "LoadedModel"):
-        from autopeft import loading
+        from autopeft.artifacts import load as loading
 
         return getattr(loading, name)
     raise AttributeError(f"module 'autopeft' has no attribute {name!r}")

@@ -9,15 +9,14 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from autopeft import names
 from autopeft import study as records
-from autopeft.budget import parse_budget
+from autopeft.backbones.models import resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.feasibility import stored_or_none
+from autopeft.inputs import names
 from autopeft.methods import METHODS
-from autopeft.models import resolve_model
 from autopeft.report import build_comparison, build_report, comparison_name
-from autopeft.searching import (
+from autopeft.search.feasibility import stored_or_none
+from autopeft.search.searching import (
     DEFAULT_MODEL,
     SearchRequest,
     SearchResult,
@@ -25,10 +24,11 @@ from autopeft.searching import (
     finish_study,
     prepare_study,
 )
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
-from autopeft.sweep import SweepRequest, SweepResult, sweep
-from autopeft.sweep import build_sweep_report as sweep_report
+from autopeft.search.sweep import SweepRequest, SweepResult, sweep
+from autopeft.search.sweep import build_sweep_report as sweep_report
+from autopeft.space.budget import parse_budget
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 from autopeft.tasks import TaskSpec, resolve_task
 
 __all__ = ["DEFAULT_MODEL", "SearchRequest", "SearchResult", "SweepRequest", "SweepResult",

@@ -12,18 +12,22 @@ from rich.table import Table
 
 from autopeft import api
 from autopeft.errors import AutoPeftError, SearchInterrupted
-from autopeft.options import check_folder, check_not_blank
-from autopeft.portfolio_cli import portfolio_app
+from autopeft.inputs.options import check_folder, check_not_blank
 from autopeft.report import fmt
+from autopeft.results.portfolio_build import DEFAULT_SIZE, build_portfolio
+from autopeft.space.space import FRACTION
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Search parameter-efficient fine-tuning configurations under a stored-parameter budget.",
 )
-app.add_typer(portfolio_app, name="portfolio")  # autopeft portfolio build
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+portfolio_app = typer.Typer(
+    no_args_is_help=True,
+    help="Portfolios: the first configurations a search tries (--portfolio FILE).")
+app.add_typer(portfolio_app, name="portfolio")  # autopeft portfolio build
 
 Budget = Annotated[str, typer.Option(help="cap on stored params: 0.5%, 0.005, 120k, 1.2M, 120000")]
 Model = Annotated[str, typer.Option(help="AutoModelForSequenceClassification id or local path")]
@@ -285,7 +289,7 @@ def export(
     studies_dir: str = "studies",
 ) -> None:
     """Copy a trial's trained delta into OUT with a model card and a retraining config."""
-    from autopeft.export import export_trial
+    from autopeft.results.export import export_trial
 
     check_not_blank({"--storage": storage, "--studies-dir": studies_dir})
     done = export_trial(study, destination, trial, best, storage, studies_dir,
@@ -307,8 +311,8 @@ def predict(
     trust_remote_code: bool = False,
 ) -> None:
     """Predict each row of a file: class and class probabilities, or a regression score."""
-    from autopeft.loading import load
-    from autopeft.predict import check_output, predict_file, write_predictions
+    from autopeft.artifacts.load import load
+    from autopeft.results.predict import check_output, predict_file, write_predictions
 
     check_not_blank({"--base-model": base_model})
     check_output(output)  # before the model loads and every row is predicted
@@ -330,8 +334,8 @@ def train(
                       "trained/<task>-<method>-seed<seed>)")] = None,
 ) -> None:
     """Train one configuration through the search's training path and save its artifact."""
-    from autopeft.names import inside, sanitise
-    from autopeft.retrain import read_train_config, train_from_config
+    from autopeft.inputs.names import inside, sanitise
+    from autopeft.results.retrain import read_train_config, train_from_config
     from autopeft.tasks.resolve import task_label
 
     check_not_blank({"--out": out_dir})
@@ -362,6 +366,44 @@ def _print_front(result: api.SearchResult) -> None:
     out.print(f"{result.infeasible} candidates rejected before training (over the budget, or "
               "storing nothing beyond the head)")
     out.print(f"report: {result.report_dir}/summary.md · artifacts: {result.study_dir}/artifacts/")
+
+
+
+
+@portfolio_app.command("build")
+def build_portfolio_command(
+    out_file: Annotated[str, typer.Option(
+        "--out", help="YAML file to write (must not exist yet)")],
+    study: Annotated[list[str] | None, typer.Option(
+        help="a finished study to learn from (repeatable; studies of at least 2 tasks)")
+    ] = None,
+    sweep: Annotated[list[str] | None, typer.Option(
+        help="a sweep whose studies to learn from (repeatable)")] = None,
+    size: Annotated[int, typer.Option(help="entries of the portfolio (at most)")] = DEFAULT_SIZE,
+    studies_dir: str = "studies",
+    storage: Annotated[str | None, typer.Option(help="journal file or RDB URL")] = None,
+) -> None:
+    """Learn a portfolio from finished studies of several tasks (see README: Portfolio)."""
+    check_not_blank({"--out": out_file, "--storage": storage, "--studies-dir": studies_dir})
+    built = build_portfolio(out_file, study, sweep, size, studies_dir, storage)
+    for note in built.notes:
+        err.print(f"[yellow]{escape(note)}[/yellow]", highlight=False)
+    provenance = built.document["provenance"]
+    tasks = provenance["tasks"]
+    table = Table("#", "method", "size", "learning rate", "coverage", *tasks,
+                  title="scores between chance (0) and each task's best (1); * imputed")
+    for number, entry in enumerate(built.document["entries"], start=1):
+        size_text = (f"{entry[FRACTION]:.3g} of budget" if FRACTION in entry else "fixed")
+        cells = [f"{entry['scores'][t]:.3f}{'*' if t in entry['imputed'] else ''}"
+                 for t in tasks]
+        table.add_row(str(number), entry["method"], size_text,
+                      f"{entry.get('learning_rate', float('nan')):.2g}",
+                      f"{entry['coverage']:.3f}", *cells)
+    out.print(table)
+    out.print(f"portfolio of {len(built.document['entries'])} entries learned from "
+              f"{len(provenance['studies'])} studies of {len(tasks)} tasks written to "
+              f"{built.path}; use it: autopeft search --portfolio {built.path} ...",
+              highlight=False, markup=False)
 
 
 def main() -> None:

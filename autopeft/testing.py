@@ -45,7 +45,7 @@ def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
     """
     from transformers import AutoTokenizer
 
-    from autopeft.models import resolve_model
+    from autopeft.backbones.models import resolve_model
 
     minilm = resolve_model("sentence-transformers/all-MiniLM-L6-v2").location
     build_tiny_model("bert", directory, vocab_size=30522, seed=seed)

@@ -54,8 +54,8 @@ def _rss_mib() -> float:
 def _measure(method_name: str, knobs: dict, steps: int, batch_size: int, queue) -> None:
     import torch
 
+    from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
     from autopeft.methods import METHODS, build_method
-    from autopeft.models import load_model, load_tokenizer, resolve_model
     from autopeft.tasks import get_task, load_task_data
     from autopeft.train.data import SplitBatches, tokenize_frame
     from autopeft.train.loop import LoopSettings, build_optimizer, pick_device

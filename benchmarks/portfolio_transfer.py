@@ -134,7 +134,7 @@ def best_after(studies: Path, name: str) -> dict[int, float | None]:
 def learned_portfolio(args: argparse.Namespace, held_out: str, baselines: dict[str, str]
                       ) -> Path:
     """The portfolio learned without `held_out` (built once, then reused)."""
-    from autopeft.portfolio_build import build_portfolio
+    from autopeft.results.portfolio_build import build_portfolio
 
     path = args.work / f"portfolio-without-{held_out}-s{args.seed}.yaml"
     if not path.exists():

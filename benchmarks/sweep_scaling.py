@@ -58,8 +58,8 @@ from optuna.storages.journal import JournalFileBackend  # noqa: E402
 from optuna.trial import FrozenTrial  # noqa: E402
 
 from autopeft import study as records  # noqa: E402
-from autopeft.reuse import ATTR_REUSED  # noqa: E402
-from autopeft.sweep import read_manifest  # noqa: E402
+from autopeft.search.reuse import ATTR_REUSED  # noqa: E402
+from autopeft.search.sweep import read_manifest  # noqa: E402
 from autopeft.testing import build_tiny_bert  # noqa: E402
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

@@ -42,8 +42,8 @@ from rich.console import Console  # noqa: E402
 
 from autopeft import study as records  # noqa: E402
 from autopeft.api import SearchRequest, search  # noqa: E402
-from autopeft.searching import CheckedRequest, check_request  # noqa: E402
-from autopeft.space import candidate_from_params  # noqa: E402
+from autopeft.search.searching import CheckedRequest, check_request  # noqa: E402
+from autopeft.space.space import candidate_from_params  # noqa: E402
 from autopeft.tasks import subsample  # noqa: E402
 from autopeft.train.data import tokenize_frame  # noqa: E402
 from autopeft.train.final import final_seed  # noqa: E402

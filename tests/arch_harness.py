@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.methods import Method, build_method
 from autopeft.methods.targets import is_head_param
-from autopeft.models import load_model, resolve_model
 from autopeft.testing import TINY_ARCHITECTURES
 from tests.roundtrip import assert_artifact_roundtrip
 

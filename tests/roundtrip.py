@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.artifacts.store import load_artifact, save_artifact
 
 
 def assert_artifact_roundtrip(tmp_path, model_dir, method, model, inputs):

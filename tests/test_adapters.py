@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods import build_method
 from autopeft.methods.allocation import backbone_sizes
 from autopeft.methods.targets import is_head_param, layer_index, projection_shape, resolve_roles
-from autopeft.models import load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch
 
 M = 4  # bottleneck size in these tests

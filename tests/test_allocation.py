@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.methods import build_method
 from autopeft.methods.allocation import (
     MODULE_TYPES,
@@ -12,9 +13,8 @@ from autopeft.methods.allocation import (
     module_type,
     summarize,
 )
-from autopeft.models import load_model, resolve_model
 from autopeft.report.allocation import TYPE_ORDER
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.test_sparse import ListSource
 
 
@@ -56,7 +56,7 @@ def test_lora_on_qv_changes_exactly_the_query_and_value_matrices(tiny_bert):
 
 def test_sparse_picture_adds_up_to_the_selected_count(tiny_bert):
     method, model = _applied(tiny_bert, "fish", {"density": 0.01, "fisher_samples": 4})
-    from autopeft.models import load_tokenizer
+    from autopeft.backbones.models import load_tokenizer
 
     method.prepare(model, ListSource(load_tokenizer(resolve_model(str(tiny_bert)))))
     sizes = backbone_sizes(model)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.methods import build_method
 from autopeft.methods.bitfit import BitFit
 from autopeft.methods.lora import Lora
-from autopeft.models import load_model, resolve_model
 from tests.arch_harness import assert_delta_trained_and_used, delta_snapshot, toy_batch, train_steps
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from autopeft.backbones.models import build_meta_model, load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.targets import ROLE_SETS, is_head_param, projection_shape, resolve_roles
-from autopeft.models import build_meta_model, load_model, resolve_model
 from tests.arch_harness import ARCHITECTURES, check_method
 
 
@@ -45,9 +45,9 @@ def test_an_unknown_architecture_is_not_applicable_in_one_line(tiny_models):
 
 
 def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, tmp_path):
-    from autopeft.feasibility import feasible_methods
-    from autopeft.sizing import Sizer
-    from autopeft.space import load_space
+    from autopeft.search.feasibility import feasible_methods
+    from autopeft.space.sizing import Sizer
+    from autopeft.space.space import load_space
 
     path = tmp_path / "space.yaml"
     path.write_text("methods: {lora: {r: {choices: [1, 2]}}, bitfit: {}, "
@@ -66,7 +66,7 @@ def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, t
 def test_decoder_classifiers_get_left_padded_batches(tiny_models, arch, side):
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
-    from autopeft.models import load_tokenizer
+    from autopeft.backbones.models import load_tokenizer
 
     minilm = resolve_model("sentence-transformers/all-MiniLM-L6-v2").location
     AutoTokenizer.from_pretrained(minilm).save_pretrained(tiny_models(arch))

@@ -23,9 +23,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from rich.console import Console
 
-from autopeft import cli, searching
+from autopeft import cli
 from autopeft import study as records
-from autopeft.searching import SearchRequest
+from autopeft.search import searching
+from autopeft.search.searching import SearchRequest
 
 STUDY = "kept"  # an autopeft study made for another model: resuming it is refused
 SAME = "same"  # made for this model and data, over methods bitfit and lora

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.methods import build_method
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.bias_pruning import (
@@ -15,8 +16,7 @@ from autopeft.methods.sparse.bias_pruning import (
     warmup_saliency,
 )
 from autopeft.methods.sparse.threshold_mask import ScoreMask
-from autopeft.models import load_model, load_tokenizer, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.roundtrip import assert_artifact_roundtrip
 from tests.test_methods import _batch, _train
 from tests.test_sparse import ListSource

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from autopeft.budget import count_params, parse_budget
+from autopeft.backbones.models import build_meta_model, load_model, resolve_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
 from autopeft.methods.targets import ROLE_SETS, resolve_roles
-from autopeft.models import build_meta_model, load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.budget import count_params, parse_budget
+from autopeft.space.sizing import Sizer
 
 TINY_HEAD = (64 * 64 + 64) + (64 * 2 + 2)  # the tiny BERT's pooler + classifier
 

@@ -9,12 +9,12 @@ import pytest
 
 from autopeft import study as records
 from autopeft.api import methods_overview
-from autopeft.budget import parse_budget
-from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.backbones.models import resolve_model
 from autopeft.methods.registry import METHOD_FAMILIES
-from autopeft.models import resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import FRACTION, candidate_from_params, load_space
+from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.space.budget import parse_budget
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import FRACTION, candidate_from_params, load_space
 
 BUDGETS = ["0.01%", "0.1%", "0.5%", "1%", "5%"]
 
@@ -41,6 +41,7 @@ def sample(space, n: int, seed: int = 0) -> list[tuple[optuna.trial.FrozenTrial,
     for _ in range(n):
         trial = study.ask()
         candidate = space(trial)
+        records.record_derived(trial, space.derived(candidate))  # as the searcher does
         study.tell(trial, 0.0)
         out.append((study.trials[-1], candidate))
     return out

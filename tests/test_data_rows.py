@@ -16,13 +16,14 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autopeft import cli, searching
+from autopeft import cli
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
-from autopeft.export import _train_config
 from autopeft.report import build_report
-from autopeft.retrain import read_train_config, write_train_config
-from autopeft.sweep import COMPARABILITY, SweepRequest, _study_requests
+from autopeft.results.export import _train_config
+from autopeft.results.retrain import read_train_config, write_train_config
+from autopeft.search import searching
+from autopeft.search.sweep import COMPARABILITY, SweepRequest, _study_requests
 from autopeft.tasks import get_task, load_task_data
 from autopeft.tasks.data import read_examples
 from tests.test_report import fill_example, new_study

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.artifacts.store import load_artifact, save_artifact
+from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.methods import METHODS, build_method
 from autopeft.methods.sparse import engine, l0
 from autopeft.methods.sparse.diff_pruning import DiffPruning, l0_deltas, magnitude_projection
-from autopeft.models import load_model, load_tokenizer, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from autopeft.tasks import get_task, load_task_data
 from autopeft.train.data import tokenize_frame
 from autopeft.train.loop import LoopSettings, fit

@@ -12,13 +12,13 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft import study as records
+from autopeft.backbones.models import load_tokenizer, resolve_model
 from autopeft.engine import trainable
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import EmptyDelta
-from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
-from autopeft.models import load_tokenizer, resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
+from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 from autopeft.tasks import get_task, load_task_data, selection_split, subsample
 from autopeft.train.data import SearchData, tokenize_frame
 from autopeft.train.trial import ARTIFACTS_SUBDIR, TrialContext, run_trial

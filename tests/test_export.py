@@ -20,13 +20,13 @@ from optuna.trial import TrialState, create_trial
 
 import autopeft
 from autopeft import study as records
-from autopeft.artifacts import load_artifact
+from autopeft.artifacts.store import load_artifact
 from autopeft.errors import AutoPeftError
-from autopeft.export import export_trial
 from autopeft.methods.lora import peft_quietly
-from autopeft.predict import predict_file
 from autopeft.report import fmt
-from autopeft.retrain import read_train_config, train_from_config
+from autopeft.results.export import export_trial
+from autopeft.results.predict import predict_file
+from autopeft.results.retrain import read_train_config, train_from_config
 from autopeft.testing import keyword_task
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -364,9 +364,9 @@ def test_predict_reads_jsonl_and_rejects_bad_files_in_one_line(searched, exporte
 def test_predict_regression_gives_one_value_per_row(tiny_bert, tmp_path):
     from transformers import AutoTokenizer
 
-    from autopeft.artifacts import save_artifact
+    from autopeft.artifacts.store import save_artifact
+    from autopeft.backbones.models import load_model, resolve_model
     from autopeft.methods import build_method
-    from autopeft.models import load_model, resolve_model
     from autopeft.testing import build_tiny_model
 
     # a one-output head from the start: transformers refuses to swap a saved 2-label head

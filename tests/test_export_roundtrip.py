@@ -18,10 +18,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autopeft.artifacts import save_artifact
-from autopeft.export import PEFT_NEEDS_AUTOPEFT
+from autopeft.artifacts.store import save_artifact
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.methods import METHODS, build_method
-from autopeft.models import load_model, resolve_model
+from autopeft.results.export import PEFT_NEEDS_AUTOPEFT
 from autopeft.testing import build_tiny_model
 from tests.arch_harness import ToySource, toy_batch, train_steps
 
@@ -54,7 +54,7 @@ import json, os, sys, warnings
 import torch
 from safetensors.torch import load_file
 import autopeft
-from autopeft.export import PEFT_NEEDS_AUTOPEFT
+from autopeft.results.export import PEFT_NEEDS_AUTOPEFT
 
 warnings.simplefilter("ignore", FutureWarning)  # peft vs transformers 5 deprecations
 

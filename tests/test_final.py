@@ -17,8 +17,8 @@ from optuna.trial import TrialState, create_trial
 
 from autopeft import api
 from autopeft import study as records
+from autopeft.backbones.models import load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.models import load_tokenizer, resolve_model
 from autopeft.report import build_report
 from autopeft.tasks import get_task, load_task_data, selection_split, subsample
 from autopeft.train import final

@@ -8,12 +8,12 @@ import shutil
 import pytest
 import torch
 
-from autopeft.artifacts import load_artifact, read_description, save_artifact
+from autopeft.artifacts.store import load_artifact, read_description, save_artifact
+from autopeft.backbones.head import HeadSettings, resolve_head
+from autopeft.backbones.models import build_meta_model, load_model, load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.head import HeadSettings, resolve_head
 from autopeft.methods import build_method
-from autopeft.models import build_meta_model, load_model, load_tokenizer, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from autopeft.train.data import tokenize_frame
 from autopeft.train.trial import TrialContext, fit_candidate
 

@@ -34,12 +34,13 @@ from hypothesis import strategies as st
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from autopeft import cli, names
+from autopeft import cli
 from autopeft import study as records
-from autopeft.budget import Budget, parse_budget
 from autopeft.errors import AutoPeftError
-from autopeft.options import MAX_SEED, check_options
-from autopeft.searching import SearchRequest
+from autopeft.inputs import names
+from autopeft.inputs.options import MAX_SEED, check_options
+from autopeft.search.searching import SearchRequest
+from autopeft.space.budget import Budget, parse_budget
 from tests.helpers import assert_refused, listing, run_main
 
 
@@ -64,7 +65,7 @@ STUDY = "s"  # the study in the working directory (one finished trial, no artifa
 # (open) and, for GPU shares, ">= 0, a fraction <= 1 or whole"; every other entry is read by
 # no code: texts get their invalid values from BAD_TEXT, flags are "flag".
 ACCEPTED: dict[str, str] = {
-    # numbers (search and sweep: autopeft.options.check_options)
+    # numbers (search and sweep: autopeft.inputs.options.check_options)
     "trials": ">= 1",
     "concurrency": ">= 1",
     "epochs": ">= 1",
@@ -432,7 +433,7 @@ def test_every_command_has_cases():
 # --- the working directory ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_bert, mrpc_dir) -> Inputs:
-    from autopeft.retrain import TrainConfig, train_from_config
+    from autopeft.results.retrain import TrainConfig, train_from_config
 
     root = tmp_path_factory.mktemp("input-table")
     artifact = train_from_config(TrainConfig(
@@ -627,7 +628,7 @@ DURATION = st.sampled_from(["1", "90", "0.5", "2h", "45m", "30s", "1h30m", "10m5
 @given(st.one_of(st.text(max_size=20), DURATION,
                  st.from_regex(r"\d{1,4}(\.\d{1,3})?[hms]?", fullmatch=True)))
 def test_a_time_budget_is_accepted_or_refused_by_the_option_checks(text):
-    from autopeft.durations import parse_time_budget
+    from autopeft.inputs.durations import parse_time_budget
 
     refused = _checked(time_budget=text)
     if refused is None:

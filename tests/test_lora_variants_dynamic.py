@@ -13,12 +13,12 @@ import torch
 from safetensors.torch import load_file
 from transformers.pytorch_utils import Conv1D
 
-from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.artifacts.store import load_artifact, save_artifact
+from autopeft.backbones.models import build_meta_model, load_model, load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
 from autopeft.methods.base import DELTA_FILE
 from autopeft.methods.targets import ROLE_SETS, projection_shape, resolve_roles
-from autopeft.models import build_meta_model, load_model, load_tokenizer, resolve_model
 from autopeft.train.data import SearchData, TokenizedSplit
 from autopeft.train.trial import TrialContext, run_trial
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch, train_steps

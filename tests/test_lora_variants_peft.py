@@ -14,11 +14,11 @@ from peft.tuners.adalora import AdaLoraLayer
 from peft.tuners.lokr import LoKrLayer
 from safetensors.torch import load_file
 
+from autopeft.backbones.models import build_meta_model, load_model, resolve_model
 from autopeft.errors import AutoPeftError, MethodNotApplicable
 from autopeft.methods import build_method
 from autopeft.methods.targets import ROLE_SETS, projection_shape, resolve_roles
-from autopeft.models import build_meta_model, load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch, train_steps
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.artifacts import read_description
+from autopeft.artifacts.store import read_description
+from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import METHODS, build_method, parse_method_list
-from autopeft.models import load_model, load_tokenizer, resolve_model
 from tests.arch_harness import assert_delta_trained_and_used, delta_snapshot
 from tests.roundtrip import assert_artifact_roundtrip
 

@@ -9,7 +9,7 @@ import pytest
 
 from autopeft import cli
 from autopeft.errors import AutoPeftError
-from autopeft.names import MAX_LENGTH, check_name, inside, sanitise
+from autopeft.inputs.names import MAX_LENGTH, check_name, inside, sanitise
 from autopeft.study import default_study_name
 
 BAD = ["", "  ", "../escaped", "a/b", "a\\b", "/abs", "..", ".", ".hidden", "-x", "_x",

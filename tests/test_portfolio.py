@@ -5,12 +5,12 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
-from autopeft.models import resolve_model
-from autopeft.portfolio import enqueue_portfolio, load_portfolio, portfolio_params
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
-from autopeft.warm_start import adapt_candidate
+from autopeft.backbones.models import resolve_model
+from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.search.portfolio import enqueue_portfolio, load_portfolio, portfolio_params
+from autopeft.search.warm_start import adapt_candidate
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -69,7 +69,7 @@ def test_entries_come_first_then_uncovered_defaults_and_a_resume_adds_none(tiny_
 
 def test_a_search_tries_the_portfolio_first_and_none_turns_it_off(tmp_path, tiny_bert, mrpc_dir):
     from autopeft import study as records
-    from autopeft.space import candidate_from_params
+    from autopeft.space.space import candidate_from_params
     from autopeft.testing import keyword_task
     from tests.test_cli import run_cli
 

@@ -20,16 +20,16 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from autopeft import study as records
+from autopeft.backbones.models import resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.feasibility import feasible_methods
-from autopeft.models import resolve_model
-from autopeft.portfolio import enqueue_portfolio, load_portfolio, parse_portfolio
-from autopeft.portfolio_build import build_portfolio
-from autopeft.portfolio_greedy import greedy_choice
-from autopeft.portfolio_scores import score_table, study_record
-from autopeft.sizing import Sizer
-from autopeft.space import candidate_from_params, load_space
-from autopeft.sweep import manifest_path
+from autopeft.results.portfolio_build import build_portfolio
+from autopeft.results.portfolio_greedy import greedy_choice
+from autopeft.results.portfolio_scores import score_table, study_record
+from autopeft.search.feasibility import feasible_methods
+from autopeft.search.portfolio import enqueue_portfolio, load_portfolio, parse_portfolio
+from autopeft.search.sweep import manifest_path
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import candidate_from_params, load_space
 from tests.helpers import assert_refused, listing, run_main
 
 BUDGET = 10_000

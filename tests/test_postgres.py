@@ -163,6 +163,8 @@ def test_a_search_that_loses_the_table_creation_race_opens_the_storage(monkeypat
     it on a retry; any other database error is one line, at once."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    from autopeft.study import storage as records  # where the storage is opened
+
     calls = []
 
     def storage(url):

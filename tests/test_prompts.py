@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods import build_method, get_method_class
 from autopeft.methods.targets import is_head_param
-from autopeft.models import load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch, train_steps
 from tests.roundtrip import assert_artifact_roundtrip
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from autopeft import study as records
 from autopeft.report.collect import StudyViews, collect
-from autopeft.report.sweep import (
+from autopeft.report.sweep_report import (
     NO_FEASIBLE,
     WINNERS_CSV,
     best_by_budget,
@@ -267,7 +267,7 @@ def test_every_registered_method_has_a_family() -> None:
 
 
 def test_sweep_report_does_not_import_torch_or_ray() -> None:
-    code = ("import autopeft.report.sweep, sys; "
+    code = ("import autopeft.report.sweep_report, sys; "
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=120)

@@ -11,12 +11,12 @@ import optuna
 import pytest
 
 from autopeft import study as records
+from autopeft.backbones.models import resolve_model
 from autopeft.engine.samplers import NSGA2_POPULATION, SAMPLERS, check_sampler, make_sampler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
-from autopeft.models import resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 
 SPACE = """
 methods:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.methods import build_method
 from autopeft.methods.base import Method, MethodConfig, freeze, unfreeze_head
 from autopeft.methods.lora_family import increlora
 from autopeft.methods.lora_family.dylora import lora_weights
-from autopeft.models import load_model, load_tokenizer, resolve_model
 from autopeft.tasks import get_task, load_task_data
 from autopeft.train.data import tokenize_frame
 from autopeft.train.loop import LoopSettings, fit, linear_schedule

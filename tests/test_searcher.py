@@ -10,10 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from autopeft import study as records
+from autopeft.backbones.models import resolve_model
 from autopeft.engine.searcher import BudgetedOptunaSearch
-from autopeft.models import resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods import build_method
 from autopeft.methods.allocation import backbone_sizes
 from autopeft.methods.side.hidden_states import ADDONS
 from autopeft.methods.targets import is_head_param
-from autopeft.models import load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch, train_steps
 
 

@@ -6,11 +6,11 @@ import optuna
 import pytest
 
 from autopeft import study as records
+from autopeft.backbones.models import resolve_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import METHODS
-from autopeft.models import resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import DEFAULT_SPACE, candidate_from_params, load_space
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import DEFAULT_SPACE, candidate_from_params, load_space
 
 
 def write(tmp_path, text):
@@ -50,6 +50,7 @@ def test_sampling_gives_valid_candidates_for_each_method(sizer):
     for _ in range(300):  # 22 methods: every one gets drawn
         trial = study.ask()
         candidate = space(trial)
+        records.record_derived(trial, space.derived(candidate))  # as the searcher does
         cls = METHODS[candidate["method"]]
         config = cls.config_class.from_dict(candidate["knobs"], candidate["method"])
         derived = trial.user_attrs.get(records.ATTR_DERIVED)

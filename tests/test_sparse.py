@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.methods import build_method
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import empirical_fisher, top_k
 from autopeft.methods.targets import is_head_param
-from autopeft.models import load_model, load_tokenizer, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.roundtrip import assert_artifact_roundtrip
 from tests.test_methods import TEXTS, _batch, _train
 

@@ -7,14 +7,14 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from autopeft.backbones.models import build_meta_model, load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods import build_method
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import density_count
 from autopeft.methods.spt import allocate, structured_threshold
 from autopeft.methods.targets import is_head_param
-from autopeft.models import build_meta_model, load_model, resolve_model
-from autopeft.sizing import Sizer
+from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, ToySource, check_method, toy_batch
 
 LAYER0 = "bert.encoder.layer.0"

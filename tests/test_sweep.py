@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from autopeft import study as records
-from autopeft.engine.sweep import SweepMember, SweepSearcher
-from autopeft.reuse import ATTR_REUSED
+from autopeft.engine.multiplex import SweepMember, SweepSearcher
+from autopeft.search.reuse import ATTR_REUSED
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from autopeft.tasks.data import shuffled_labels
 from autopeft.testing import keyword_task

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from autopeft import study as records
-from autopeft.report.sweep import WINNERS_CSV
-from autopeft.sweep import read_manifest
+from autopeft.report.sweep_report import WINNERS_CSV
+from autopeft.search.sweep import read_manifest
 
 SWEEP_TIMEOUT_S = 300
 TRIALS = 2  # per study

@@ -17,10 +17,10 @@ from rich.console import Console
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from autopeft import searching
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
-from autopeft.searching import SearchRequest
+from autopeft.search import searching
+from autopeft.search.searching import SearchRequest
 from autopeft.tasks import (
     chance_score,
     chance_scores,

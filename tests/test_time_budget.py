@@ -14,9 +14,9 @@ from rich.console import Console
 
 from autopeft import cli
 from autopeft import study as records
-from autopeft.durations import parse_time_budget
 from autopeft.engine.progress import SearchProgress, clock
 from autopeft.engine.runner import hard_stop_s
+from autopeft.inputs.durations import parse_time_budget
 from tests.test_cli import run_cli
 
 SPACE = """

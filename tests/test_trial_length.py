@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autopeft.searching import SearchRequest, check_request
+from autopeft.search.searching import SearchRequest, check_request
 from autopeft.tasks.split import SELECTION_MAX_ROWS, SELECTION_MIN_ROWS, selection_cap
 from autopeft.testing import keyword_task
 from autopeft.train.length import MAX_EPOCHS, TARGET_STEPS, default_epochs

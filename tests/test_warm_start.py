@@ -7,13 +7,13 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from autopeft import study as records
+from autopeft.backbones.models import resolve_model
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
-from autopeft.feasibility import enqueue_uncovered_methods
-from autopeft.models import resolve_model
-from autopeft.sizing import Sizer
-from autopeft.space import load_space
-from autopeft.warm_start import load_front, warm_start
+from autopeft.search.feasibility import enqueue_uncovered_methods
+from autopeft.search.warm_start import load_front, warm_start
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import load_space
 from tests.test_cli import assert_one_line_error, run_cli
 
 # tiny BERT: LoRA on every projection stores 1,792 params per rank, on q,v 512

@@ -23,6 +23,7 @@ from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from rich.console import Console
 
+from autopeft import study as records
 from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress, clock
 from autopeft.engine.samplers import check_sampler, make_sampler
@@ -30,8 +31,8 @@ from autopeft.engine.scheduler import MultiObjectiveASHA, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
 from autopeft.errors import AutoPeftError, SearchInterrupted
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace
 from autopeft.train.data import SearchData
 from autopeft.train.trial import TrialContext
 
@@ -95,7 +96,7 @@ def run_trials(
     # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
     sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
     searcher = BudgetedOptunaSearch(
-        space, sizer, budget_params, study.study_name, study._storage, sampler
+        space, sizer, budget_params, study.study_name, records.storage_of(study), sampler
     )
     trainable = tune.with_parameters(train_candidate, data=data,
                                      context=with_threads(context, cpus))

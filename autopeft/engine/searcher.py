@@ -18,15 +18,14 @@ import math
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from autopeft import study as records
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.registry import METHOD_FAMILIES
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace
 from autopeft.train.trial import METRIC_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -69,6 +68,10 @@ class BudgetedOptunaSearch(OptunaSearch):
     def study(self) -> optuna.Study:
         return self._ot_study
 
+    def live_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial behind a Ray trial still running (None once it was told)."""
+        return self._ot_trials.get(trial_id)
+
     # The Optuna storage is the record of the search (studies resume from it), so Ray's own
     # searcher checkpoints are not needed; they would also try to pickle the storage's locks.
     _UNPICKLED = ("_ot_study", "_storage", "_ot_trials")
@@ -85,18 +88,17 @@ class BudgetedOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for _ in range(self._max_rejections):
             ot_trial = self._ot_study.ask()
-            ot_trial.set_user_attr(records.ATTR_OWNER, self._owner)
             candidate = self._space(ot_trial)
-            ot_trial.set_user_attr(records.ATTR_METHOD, candidate["method"])
-            ot_trial.set_user_attr(records.ATTR_FAMILY, METHOD_FAMILIES[candidate["method"]])
+            records.record_proposal(ot_trial, self._owner, candidate["method"],
+                                    METHOD_FAMILIES[candidate["method"]],
+                                    self._space.derived(candidate))
             try:
                 footprint = self._sizer.measure(candidate["method"], candidate["knobs"])
             except MethodNotApplicable as exc:  # e.g. dropping more layers than the model has
                 self._reject(ot_trial, str(exc))
                 continue
-            ot_trial.set_user_attr(records.ATTR_STORED, footprint.stored_params)
-            ot_trial.set_user_attr(records.ATTR_HEAD, footprint.head_params)
-            ot_trial.set_user_attr(records.ATTR_BUDGET_USED, footprint.stored_params / self._budget)
+            records.record_size(ot_trial, footprint.stored_params, footprint.head_params,
+                                self._budget)
             if footprint.stored_params == 0:
                 self._reject(ot_trial, EMPTY_DELTA)
                 continue
@@ -114,9 +116,7 @@ class BudgetedOptunaSearch(OptunaSearch):
     def _reject(self, ot_trial: optuna.Trial, why: str) -> None:
         """Record a candidate that is never trained (over budget, empty or not applicable)."""
         self.infeasible += 1
-        ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_INFEASIBLE)
-        ot_trial.set_user_attr(records.ATTR_ERROR, why)
-        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        records.record_rejection(self._ot_study, ot_trial, why)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         results = self._results.get(trial_id)
@@ -126,14 +126,14 @@ class BudgetedOptunaSearch(OptunaSearch):
             results.clear()
         results.append(result)
         curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
-        self._ot_trials[trial_id].set_user_attr(records.ATTR_CURVE, curve)
+        records.record_curve(self._ot_trials[trial_id], curve)
         _record_worker(self._ot_trials[trial_id], result)
 
     def on_trial_retry(self, trial_id: str, failures: int) -> None:
         """Ray is restarting a trial whose worker process or node was lost (FailureConfig)."""
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
-            ot_trial.set_user_attr(records.ATTR_RETRIES, failures)
+            records.record_retries(ot_trial, failures)
 
     def fail_unfinished(self, why: str) -> list[int]:
         """Tell every trial Ray has not finished as FAIL (the run was stopped); their numbers."""
@@ -141,9 +141,7 @@ class BudgetedOptunaSearch(OptunaSearch):
         for trial_id in list(self._ot_trials):
             ot_trial = self._ot_trials.pop(trial_id)
             self._results.pop(trial_id, None)
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
-            ot_trial.set_user_attr(records.ATTR_ERROR, why)
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            records.record_failure(self._ot_study, ot_trial, why)
             numbers.append(ot_trial.number)
         return numbers
 
@@ -161,47 +159,38 @@ class BudgetedOptunaSearch(OptunaSearch):
             results.append(result)
             curve = [{"epoch": r["epoch"], "score": r["score"]} for r in results if "epoch" in r]
             if curve:
-                ot_trial.set_user_attr(records.ATTR_CURVE, curve)
+                records.record_curve(ot_trial, curve)
         last = results[-1] if results else {}
         score = last.get("score")
         finite = isinstance(score, (int, float)) and math.isfinite(score)
-        for key, value in _timings(results).items():
-            ot_trial.set_user_attr(key, value)
+        records.record_timings(ot_trial, *_timings(results))
         _record_worker(ot_trial, last)
         metrics = {k[len(METRIC_PREFIX):]: v for k, v in last.items()
                    if k.startswith(METRIC_PREFIX)}
         if metrics:
-            ot_trial.set_user_attr(records.ATTR_METRICS, metrics)
-            ot_trial.set_user_attr(records.ATTR_STORED, last["stored_params"])
+            records.record_metrics(ot_trial, metrics, last["stored_params"])
         if error or last.get("error"):
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
             message = last.get("error") or (
                 "its worker failed (process killed, node lost or a Ray error) more often than "
                 "Ray retries it; see the Ray trial log")
-            ot_trial.set_user_attr(records.ATTR_ERROR, message)
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            records.record_failure(self._ot_study, ot_trial, message)
         elif last.get("final") and finite:
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_OK)
-            ot_trial.set_user_attr(records.ATTR_ARTIFACT, last["artifact"])
-            ot_trial.set_user_attr(records.ATTR_STORED_BYTES, last["stored_bytes"])
-            ot_trial.set_user_attr(records.ATTR_ALLOCATION, json.loads(last["allocation"]))
-            records.record_chance(ot_trial, float(score), last.get(records.ATTR_CHANCE))
-            self._ot_study.tell(ot_trial, [float(score), float(last["stored_params"])])
+            records.record_complete(self._ot_study, ot_trial, float(score),
+                                    last["stored_params"], last["artifact"],
+                                    last["stored_bytes"], json.loads(last["allocation"]),
+                                    last.get(records.ATTR_CHANCE))
         elif last.get("final"):
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_ERROR)
-            ot_trial.set_user_attr(records.ATTR_ERROR, f"non-finite score {score!r}")
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            records.record_failure(self._ot_study, ot_trial, f"non-finite score {score!r}")
         else:
-            ot_trial.set_user_attr(records.ATTR_STATUS, records.STATUS_PRUNED)
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            records.record_pruned(self._ot_study, ot_trial)
         self._completed_trials.add(trial_id)
 
 
 def _record_worker(ot_trial: optuna.Trial, result: dict) -> None:
     """Where Ray runs the trial (kept up to date, so a running trial shows it too)."""
     if "node_id" in result:
-        ot_trial.set_user_attr(records.ATTR_WORKER, {
-            "node": result["node_id"], "host": result.get("hostname"), "pid": result.get("pid")})
+        records.record_worker(ot_trial, result["node_id"], result.get("hostname"),
+                              result.get("pid"))
 
 
 def _restarted(results: list[dict], result: dict) -> bool:
@@ -219,10 +208,8 @@ def _already_seen(results: list[dict], result: dict) -> bool:
     return bool(results) and result.get(key) is not None and results[-1].get(key) == result[key]
 
 
-def _timings(results: list[dict]) -> dict[str, float]:
-    return {
-        records.ATTR_TRAIN_SECONDS: sum(r.get("train_seconds", 0.0) for r in results),
-        records.ATTR_EVAL_SECONDS: sum(r.get("eval_seconds", 0.0) for r in results),
-        records.ATTR_TRIAL_SECONDS: max((r.get("trial_seconds", 0.0) for r in results),
-                                        default=0.0),
-    }
+def _timings(results: list[dict]) -> tuple[float, float, float]:
+    """Seconds training, evaluating, and in all (its longest attempt's report)."""
+    return (sum(r.get("train_seconds", 0.0) for r in results),
+            sum(r.get("eval_seconds", 0.0) for r in results),
+            max((r.get("trial_seconds", 0.0) for r in results), default=0.0))

@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from autopeft import names
 from autopeft.errors import AutoPeftError
+from autopeft.inputs import names
 from autopeft.tasks.files import DELIMITED, file_format, is_number, read_split
 from autopeft.tasks.metrics import DEFAULT_PRIMARY, PROBLEM_METRICS, check_primary
 from autopeft.tasks.rows import label_key

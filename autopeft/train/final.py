@@ -31,9 +31,9 @@ import optuna
 from rich.console import Console
 
 from autopeft import study as records
-from autopeft.artifacts import load_artifact, save_artifact
+from autopeft.artifacts.store import load_artifact, save_artifact
 from autopeft.report.tables import at_chance
-from autopeft.space import candidate_from_params
+from autopeft.space.space import candidate_from_params
 from autopeft.tasks import TaskSpec, artifact_fields, resolve_task
 from autopeft.train.data import TokenizedSplit
 from autopeft.train.loop import evaluate

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from autopeft.artifacts import save_artifact
-from autopeft.budget import count_params, trainable_line
+from autopeft.artifacts.store import save_artifact
+from autopeft.backbones.head import HeadSettings, freeze_pooler
+from autopeft.backbones.models import ModelSource, load_model
 from autopeft.errors import AutoPeftError, EmptyDelta
-from autopeft.head import HeadSettings, freeze_pooler
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
-from autopeft.models import ModelSource, load_model
+from autopeft.space.budget import count_params, trainable_line
 from autopeft.study import ATTR_CHANCE
 from autopeft.tasks import artifact_fields, chance_score, resolve_task
 from autopeft.train import faults

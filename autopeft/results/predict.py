@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
+from autopeft.artifacts.load import LoadedModel
 from autopeft.errors import AutoPeftError
-from autopeft.loading import LoadedModel
-from autopeft.options import check_folder
+from autopeft.inputs.options import check_folder
 from autopeft.tasks import compute_metrics
 from autopeft.tasks.data import read_examples
 from autopeft.train.data import DEFAULT_MAX_LENGTH, tokenize_frame

@@ -29,11 +29,11 @@ from optuna.trial import TrialState
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
-from autopeft.sizing import Sizer
-from autopeft.space import FRACTION, METHOD_PARAM, SearchSpace, load_space
-from autopeft.warm_start import adapt_candidate
+from autopeft.search.warm_start import adapt_candidate
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import FRACTION, METHOD_PARAM, SearchSpace, load_space
 
-PORTFOLIO_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "portfolio.yaml"
+PORTFOLIO_FILE = Path(__file__).resolve().parents[2] / "search_spaces" / "portfolio.yaml"
 TOP_LEVEL_KNOBS = ("learning_rate", "warmup_ratio")  # knobs an entry gives at its top level
 
 
@@ -152,7 +152,7 @@ def enqueue_portfolio(study: optuna.Study, space: SearchSpace, sizer: Sizer, bud
     for params in portfolio_params(space, sizer, budget, entries):
         if params[METHOD_PARAM] in skip or any(_same(params, t) for t in tried):
             continue
-        study.enqueue_trial(params, skip_if_exists=True)
+        records.enqueue(study, params)
         tried.append(params)
         added += 1
     return added

@@ -19,15 +19,15 @@ from typing import Any
 
 import yaml
 
-from autopeft import names
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
-from autopeft.options import check_positive
-from autopeft.portfolio import TOP_LEVEL_KNOBS, parse_portfolio
-from autopeft.portfolio_greedy import Pick, greedy_choice
-from autopeft.portfolio_scores import ScoreTable, StudyRecord, score_table, study_record
-from autopeft.space import FRACTION
-from autopeft.sweep import read_manifest
+from autopeft.inputs import names
+from autopeft.inputs.options import check_positive
+from autopeft.results.portfolio_greedy import Pick, greedy_choice
+from autopeft.results.portfolio_scores import ScoreTable, StudyRecord, score_table, study_record
+from autopeft.search.portfolio import TOP_LEVEL_KNOBS, parse_portfolio
+from autopeft.search.sweep import read_manifest
+from autopeft.space.space import FRACTION
 from autopeft.tasks.specs import CONTROLS
 
 DEFAULT_SIZE = 8

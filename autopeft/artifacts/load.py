@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from autopeft.artifacts import CONFIG_FILE, load_artifact, read_description
+from autopeft.artifacts.store import CONFIG_FILE, load_artifact, read_description
+from autopeft.backbones.models import ModelSource, load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.models import ModelSource, load_tokenizer, resolve_model
 from autopeft.tasks import TaskSpec, stored_task
 
 

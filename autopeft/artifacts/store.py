@@ -14,11 +14,11 @@ from typing import Any
 
 from torch import nn
 
-from autopeft import __version__
+from autopeft._version import __version__
+from autopeft.backbones.head import head_settings_of
+from autopeft.backbones.models import load_model, resolve_model
 from autopeft.errors import AutoPeftError
-from autopeft.head import head_settings_of
 from autopeft.methods import Method, build_method
-from autopeft.models import load_model, resolve_model
 
 CONFIG_FILE = "autopeft_config.json"
 

@@ -23,8 +23,8 @@ from optuna.trial import FrozenTrial
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
-from autopeft.sizing import Sizer
-from autopeft.space import (
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import (
     FRACTION,
     METHOD_PARAM,
     KnobRange,
@@ -78,7 +78,7 @@ def warm_start(study: optuna.Study, source: str, front: list[FrozenTrial], space
             continue  # two source points may adapt to the same configuration
         seen.append(params)
         before = len(study.trials)
-        study.enqueue_trial(params, skip_if_exists=True)
+        records.enqueue(study, params)
         if len(study.trials) == before:
             outcome.already += 1
             continue

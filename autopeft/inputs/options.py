@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from autopeft.durations import parse_time_budget
 from autopeft.errors import AutoPeftError
+from autopeft.inputs.durations import parse_time_budget
 
 MAX_SEED = 2**31 - 1  # numpy, scikit-learn and Ray all take seeds below 2**32; offsets are added
 # Options naming a file, folder, list, URL or address: an empty value would silently mean the

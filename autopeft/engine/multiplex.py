@@ -26,14 +26,15 @@ from ray import tune
 from ray.tune.search import Searcher
 from rich.console import Console
 
+from autopeft import study as records
 from autopeft.engine.runner import EngineSettings, fit, prepare_cluster, with_threads
 from autopeft.engine.samplers import make_sampler
 from autopeft.engine.scheduler import STUDY_KEY, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
 from autopeft.errors import SearchInterrupted
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace
 from autopeft.train.data import SearchData
 from autopeft.train.trial import TrialContext
 
@@ -115,11 +116,11 @@ class SweepSearcher(Searcher):
         member = self._owner.pop(trial_id, None)
         if member is None:
             return
-        ot_trial = member.searcher._ot_trials.get(trial_id)
+        ot_trial = member.searcher.live_trial(trial_id)
         member.searcher.on_trial_complete(trial_id, result, error)
         if ot_trial is None or self._share is None:
             return
-        frozen = member.study._storage.get_trial(ot_trial._trial_id)
+        frozen = records.as_stored(member.study, ot_trial)
         for name in self._share(member, frozen):
             self.members[name].remaining -= 1  # the trial counts for that study too
 
@@ -157,9 +158,9 @@ def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
         # and each study its own (sibling budgets would propose the same candidates in step)
         offset = len(member.study.trials) + zlib.crc32(member.name.encode()) % 100_003
         sampler = make_sampler(settings.sampler, settings.seed + offset)
-        member.searcher = BudgetedOptunaSearch(member.space, member.sizer, member.budget_params,
-                                               member.study.study_name, member.study._storage,
-                                               sampler)
+        member.searcher = BudgetedOptunaSearch(
+            member.space, member.sizer, member.budget_params, member.study.study_name,
+            records.storage_of(member.study), sampler)
     # Each (task, model)'s data goes to the object store once; a trial fetches only its own.
     data_refs = {key: ray.put(split) for key, split in data.items()}
     routes = {m.name: (m.data_key, with_threads(m.context, cpus)) for m in members}

@@ -21,9 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import study as records
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace, candidate_from_params
-from autopeft.warm_start import adapt
+from autopeft.search.warm_start import adapt
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace, candidate_from_params
 
 ATTR_REUSED = records.ATTR_REUSED  # {"study": name, "trial": number}: trained there
 
@@ -70,14 +70,7 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
         if records.ATTR_ARTIFACT in attrs:  # relative to the target's study directory
             attrs[records.ATTR_ARTIFACT] = _relocated(
                 {"artifact": attrs[records.ATTR_ARTIFACT]}, source, target)["artifact"]
-        shared = optuna.trial.create_trial(params=params, distributions=distributions,
-                                           values=list(trial.values), user_attrs=attrs,
-                                           state=TrialState.COMPLETE)
-        # when it trained, not when it was shared: timelines and per-node counts stay true
-        shared.datetime_start = trial.datetime_start
-        shared.datetime_complete = trial.datetime_complete
-        records.record_chance(shared, trial.values[0], attrs.get(records.ATTR_CHANCE))
-        target.study.add_trial(shared)
+        records.record_shared(target.study, trial, params, distributions, attrs)
         added.append(target.name)
     return added
 
@@ -222,7 +215,7 @@ def _expressed_in(trial: FrozenTrial, target: Sibling
     # Replay the params through the space on a scratch study: that records the distributions
     # the target's sampler expects, and the candidate they stand for.
     scratch = optuna.create_study(directions=["maximize", "minimize"])
-    scratch.enqueue_trial(params)
+    scratch.enqueue_trial(params)  # a throwaway in-memory study, not a record
     replay = scratch.ask()
     try:
         candidate = space(replay)
@@ -231,8 +224,8 @@ def _expressed_in(trial: FrozenTrial, target: Sibling
     source = candidate_from_params(trial.params, trial.user_attrs.get(records.ATTR_DERIVED))
     if _normalised(candidate) != _normalised(source):
         return None
-    return (replay.params, replay.distributions,
-            replay.user_attrs.get(records.ATTR_DERIVED, {}), _normalised(candidate))
+    return (replay.params, replay.distributions, space.derived(candidate),
+            _normalised(candidate))
 
 
 def _normalised(candidate: dict[str, Any]) -> tuple:

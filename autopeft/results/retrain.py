@@ -121,11 +121,11 @@ def write_train_config(config: TrainConfig, path: Path, header: str = "") -> Non
 def train_from_config(config: TrainConfig, out: str | Path, console=None) -> Path:
     """Train `config` on the task's full training data, score it on dev, save it at `out`."""
     # Heavy imports here: `autopeft --help` and the config checks stay fast.
-    from autopeft.artifacts import save_artifact
-    from autopeft.head import resolve_head
+    from autopeft.artifacts.store import save_artifact
+    from autopeft.backbones.head import resolve_head
+    from autopeft.backbones.models import build_meta_model, load_tokenizer, resolve_model
+    from autopeft.inputs.options import check_folder
     from autopeft.methods import build_method
-    from autopeft.models import build_meta_model, load_tokenizer, resolve_model
-    from autopeft.options import check_folder
     from autopeft.tasks import artifact_fields, load_task_data, record_of, resolve_task, subsample
     from autopeft.train.data import tokenize_frame
     from autopeft.train.loop import evaluate

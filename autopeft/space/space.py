@@ -43,10 +43,9 @@ import yaml
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
 from autopeft.methods.base import Knob
-from autopeft.sizing import Sizer
-from autopeft.study import ATTR_DERIVED
+from autopeft.space.sizing import Sizer
 
-DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml"
+DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 METHOD_PARAM = "method"
 FRACTION = "budget_fraction"  # the sampled share of the budget a fit_budget knob is fit to
 FIT_INT_LIMIT = 4096  # default upper end of an int fit_budget knob (as Sizer.fitting_bound's)
@@ -208,11 +207,18 @@ class SearchSpace:
         if fit is not None:
             fraction = self.fractions[method].sample(trial, param_name(method, FRACTION))
             knobs[fit] = self.derive(method, knobs, fraction)
-            trial.set_user_attr(ATTR_DERIVED, {param_name(method, fit): knobs[fit]})
         candidate = {"method": method, "knobs": knobs}
         if training:
             candidate["training"] = training
         return candidate
+
+    def derived(self, candidate: dict[str, Any]) -> dict[str, Any]:
+        """`{"<method>.<knob>": value}` of the candidate's knob fit to the budget (not sampled,
+        so a trial records it beside its params); empty for a method without one."""
+        method = candidate["method"]
+        return {param_name(method, knob): candidate["knobs"][knob]
+                for knob, spec in self.methods[method].items()
+                if spec.fit_budget and knob in candidate["knobs"]}
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """The candidate that Optuna params (e.g. an enqueued trial's) stand for."""

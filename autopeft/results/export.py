@@ -23,16 +23,17 @@ from typing import Any
 
 import optuna
 
-from autopeft import __version__, names
 from autopeft import study as records
-from autopeft.artifacts import CONFIG_FILE, read_description
+from autopeft._version import __version__
+from autopeft.artifacts.store import CONFIG_FILE, read_description
 from autopeft.errors import AutoPeftError
+from autopeft.inputs import names
+from autopeft.inputs.options import check_folder
 from autopeft.methods import get_method_class
-from autopeft.options import check_folder
 from autopeft.report import fmt, pareto_frame
 from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, best_point, trial_state
-from autopeft.retrain import TrainConfig, write_train_config
-from autopeft.space import candidate_from_params
+from autopeft.results.retrain import TrainConfig, write_train_config
+from autopeft.space.space import candidate_from_params
 from autopeft.tasks import TaskSpec, stored_task
 from autopeft.train.final import final_seed
 

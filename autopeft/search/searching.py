@@ -18,20 +18,26 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
-from autopeft import names
 from autopeft import study as records
-from autopeft.budget import parse_budget
-from autopeft.durations import parse_time_budget
-from autopeft.feasibility import enqueue_uncovered_methods, feasible_methods
-from autopeft.head import HeadSettings, resolve_head
+from autopeft.backbones.head import HeadSettings, resolve_head
+from autopeft.backbones.models import (
+    build_meta_model,
+    check_trainable,
+    load_tokenizer,
+    resolve_model,
+)
+from autopeft.inputs import names
+from autopeft.inputs.durations import parse_time_budget
+from autopeft.inputs.options import check_options
 from autopeft.methods import parse_method_list
-from autopeft.models import build_meta_model, check_trainable, load_tokenizer, resolve_model
-from autopeft.options import check_options
-from autopeft.portfolio import enqueue_portfolio, load_portfolio
 from autopeft.report import build_report, pareto_frame
 from autopeft.report.tables import AT_CHANCE_NOTE, DEV_NOTE, best_point
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace, load_space
+from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.search.portfolio import enqueue_portfolio, load_portfolio
+from autopeft.search.warm_start import load_front, warm_start
+from autopeft.space.budget import parse_budget
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace, load_space
 from autopeft.tasks import (
     TaskData,
     TaskSpec,
@@ -47,7 +53,6 @@ from autopeft.tasks import (
 )
 from autopeft.tasks.rows import held_warnings
 from autopeft.train.length import default_epochs
-from autopeft.warm_start import load_front, warm_start
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -20,13 +20,12 @@ from typing import Any
 
 from rich.console import Console
 
-from autopeft import names
 from autopeft import study as records
-from autopeft.budget import parse_budget
 from autopeft.errors import AutoPeftError
-from autopeft.options import check_positive
-from autopeft.reuse import BudgetReuse, Sibling
-from autopeft.searching import (
+from autopeft.inputs import names
+from autopeft.inputs.options import check_positive
+from autopeft.search.reuse import BudgetReuse, Sibling
+from autopeft.search.searching import (
     DEFAULT_MODEL,
     CheckedRequest,
     PreparedStudy,
@@ -43,6 +42,7 @@ from autopeft.searching import (
     report_study,
     run_final_plans,
 )
+from autopeft.space.budget import parse_budget
 from autopeft.tasks import record_of
 from autopeft.tasks.resolve import task_and_note, task_label
 
@@ -82,7 +82,7 @@ class SweepResult:
 
 def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     """Run (or continue) every study of the sweep, then report each and all together."""
-    from autopeft.engine.sweep import SweepMember, run_sweep_trials
+    from autopeft.engine.multiplex import SweepMember, run_sweep_trials
 
     started = time.perf_counter()
     console = console or Console(stderr=True)
@@ -154,7 +154,7 @@ def build_sweep_report(name: str, studies_dir: str = "studies", reports_dir: str
     """Rebuild each study's report (unless just built) and the sweep's combined one, from the
     stored studies."""
     from autopeft.report import build_report
-    from autopeft.report.sweep import build_sweep_report as build_combined
+    from autopeft.report.sweep_report import build_sweep_report as build_combined
 
     manifest = read_manifest(name, studies_dir)
     studies = [records.read_study(entry["study"], None, Path(studies_dir))

@@ -24,8 +24,8 @@ from transformers.utils import (
 )
 from transformers.utils import logging as hf_logging
 
+from autopeft.backbones.head import apply_pooling
 from autopeft.errors import AutoPeftError
-from autopeft.head import apply_pooling
 
 # Model types whose classifier reads the last token (left padding keeps it a real token).
 DECODER_ONLY = frozenset({"gpt2", "llama", "mistral", "qwen2"})

@@ -40,9 +40,9 @@ from optuna.trial import TrialState
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
-from autopeft.portfolio import size_knob
 from autopeft.report.tables import chance_level, trials_frame
-from autopeft.space import FRACTION, candidate_from_params
+from autopeft.search.portfolio import size_knob
+from autopeft.space.space import FRACTION, candidate_from_params
 
 SHARE_DIGITS = 3  # significant digits of a candidate's budget fraction
 

@@ -11,11 +11,11 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from autopeft.budget import count_params
+from autopeft.backbones.models import ModelSource, build_meta_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import build_method
 from autopeft.methods.targets import is_head_param
-from autopeft.models import ModelSource, build_meta_model
+from autopeft.space.budget import count_params
 
 
 @dataclass(frozen=True)

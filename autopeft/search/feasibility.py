@@ -20,8 +20,8 @@ from autopeft import study as records
 from autopeft.errors import AutoPeftError, MethodNotApplicable
 from autopeft.methods import get_method_class
 from autopeft.methods.registry import METHOD_FAMILIES
-from autopeft.sizing import Sizer
-from autopeft.space import SearchSpace, param_name
+from autopeft.space.sizing import Sizer
+from autopeft.space.space import SearchSpace, param_name
 
 
 def size_extremes(space: SearchSpace, method: str) -> list[dict[str, Any]]:
@@ -133,5 +133,5 @@ def enqueue_uncovered_methods(study: optuna.Study, space: SearchSpace, sizer: Si
                 continue
             params.update({param_name(method, k): v for k, v in fitting[0].items()
                            if param_name(method, k) in params})  # derived knobs stay derived
-        study.enqueue_trial(params, skip_if_exists=True)
+        records.enqueue(study, params)
 
