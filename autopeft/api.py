@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from autopeft.errors import AutoPeftError
 from autopeft.inputs import names
 from autopeft.methods import METHODS
 from autopeft.report import build_comparison, build_report, comparison_name
-from autopeft.search.feasibility import stored_or_none
 from autopeft.search.searching import (
     DEFAULT_MODEL,
     SearchRequest,
@@ -26,6 +24,7 @@ from autopeft.search.searching import (
 )
 from autopeft.search.sweep import SweepRequest, SweepResult, sweep
 from autopeft.search.sweep import build_sweep_report as sweep_report
+from autopeft.space import fitting
 from autopeft.space.budget import parse_budget
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import load_space
@@ -53,9 +52,8 @@ def search(request: SearchRequest, console: Console | None = None) -> SearchResu
                   f"{to_add} (--trials {request.trials}){within}, {prepared.request.epochs} "
                   "epoch(s) each")
     settings = engine_settings(request, to_add)
-    outcome = run_trials(prepared.study, prepared.space, prepared.sizer, prepared.budget_params,
-                         prepared.inputs.search_data, prepared.context, settings,
-                         prepared.study_dir / "ray", console)
+    outcome = run_trials(prepared.study, prepared.space, prepared.inputs.search_data,
+                         prepared.context, settings, prepared.study_dir / "ray", console)
     return finish_study(prepared, console, outcome.infeasible, outcome.wall_seconds, settings)
 
 
@@ -102,30 +100,7 @@ def budget_overview(model: str, budget: str, task: str = "mrpc",
     sizer = Sizer(resolve_model(model, trust_remote_code), spec.num_labels)
     backbone = sizer.backbone_params()
     cap = parsed.params(backbone)
-    rows = []
-    for name, cls in METHODS.items():
-        knobs = cls.config_class.knobs()
-        int_size = [k for k in knobs if k.affects_size and k.type is int and not k.choices]
-        enum_size = [k for k in knobs if k.affects_size and k.choices]
-        variants = [dict(zip([k.name for k in enum_size], combo, strict=True))
-                    for combo in itertools.product(*[k.choices for k in enum_size])] or [{}]
-        for fixed in variants:
-            label = ", ".join(f"{k}={v}" for k, v in fixed.items())
-            if stored_or_none(sizer, name, fixed) is None:
-                continue  # not applicable to this model
-            if int_size:
-                knob = int_size[0]
-                end, best = sizer.fitting_bound(name, knob.name, cap, **fixed)
-                if best is None:
-                    stored = sizer.measure(name, {**fixed, knob.name: 1}).stored_params
-                    fit = f"does not fit at any {knob.name}"
-                else:
-                    stored = sizer.measure(name, {**fixed, knob.name: best}).stored_params
-                    fit = f"{end} {knob.name}={best}"
-            else:
-                stored = sizer.measure(name, fixed).stored_params
-                fit = "fits" if stored <= cap else "does not fit"
-            rows.append({"method": name, "variant": label, "fit": fit, "stored_params": stored})
+    rows = fitting.budget_overview(sizer, cap)
     return {"budget": parsed.describe(backbone), "budget_params": cap,
             "backbone_params": backbone, "rows": rows}
 

@@ -63,15 +63,7 @@ from autopeft.search.sweep import read_manifest  # noqa: E402
 from autopeft.testing import build_tiny_bert  # noqa: E402
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
-SPACE = """\
-methods:
-  bitfit:
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-  lora:
-    r: {choices: [2, 4]}
-    targets: {choices: [all]}
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-"""
+SPACE_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "small_space.yaml"
 TARGET_UTILISATION = 0.9
 SWEEP_TIMEOUT_S = 1800
 NODE_START_TIMEOUT_S = 120
@@ -268,7 +260,7 @@ def main() -> None:
         root = (args.keep or Path(tmp)).resolve()
         model = build_tiny_bert(root / "tiny-bert")
         space = root / "space.yaml"
-        space.write_text(SPACE, encoding="utf-8")
+        space.write_text(SPACE_FILE.read_text(encoding="utf-8"), encoding="utf-8")
         results = []
         for nodes in args.nodes:
             results.append(measure(nodes, model, space, root, args))

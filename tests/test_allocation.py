@@ -15,7 +15,7 @@ from autopeft.methods.allocation import (
 )
 from autopeft.report.allocation import TYPE_ORDER
 from autopeft.space.sizing import Sizer
-from tests.test_sparse import ListSource
+from tests.helpers import ListSource
 
 
 def _applied(tiny_bert, name, knobs):

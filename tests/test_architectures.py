@@ -45,7 +45,7 @@ def test_an_unknown_architecture_is_not_applicable_in_one_line(tiny_models):
 
 
 def test_search_skips_methods_that_cannot_apply_or_fit_saying_why(tiny_models, tmp_path):
-    from autopeft.search.feasibility import feasible_methods
+    from autopeft.space.fitting import feasible_methods
     from autopeft.space.sizing import Sizer
     from autopeft.space.space import load_space
 

@@ -17,9 +17,8 @@ from autopeft.methods.sparse.bias_pruning import (
 )
 from autopeft.methods.sparse.threshold_mask import ScoreMask
 from autopeft.space.sizing import Sizer
+from tests.helpers import ListSource, _batch, _train
 from tests.roundtrip import assert_artifact_roundtrip
-from tests.test_methods import _batch, _train
-from tests.test_sparse import ListSource
 
 TINY_BIASES = 1_216  # 2 × (4·64 attn + 2·64 LayerNorm + 128 + 64 FFN) + 64 emb. LN (pooler: head)
 

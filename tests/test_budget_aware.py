@@ -11,8 +11,9 @@ from autopeft import study as records
 from autopeft.api import methods_overview
 from autopeft.backbones.models import resolve_model
 from autopeft.methods.registry import METHOD_FAMILIES
-from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.search.seeding import enqueue_uncovered_methods
 from autopeft.space.budget import parse_budget
+from autopeft.space.fitting import feasible_methods
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import FRACTION, candidate_from_params, load_space
 
@@ -159,8 +160,10 @@ def test_the_searcher_reports_no_infeasible_candidate(sizers):
     space, budget = bound_default_space(sizer, "0.5%")
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
-    search = BudgetedOptunaSearch(load_space().restrict(list(space.methods)), sizer, budget, "s",
-                                  storage, optuna.samplers.RandomSampler(seed=0))
+    bound = load_space().restrict(list(space.methods)).for_budget(sizer, budget)
+    search = BudgetedOptunaSearch(bound,
+                                  optuna.load_study(study_name="s", storage=storage),
+                                  optuna.samplers.RandomSampler(seed=0))
     search.set_search_properties(None, None, {})
     configs = [search.suggest(f"t{i}") for i in range(40)]
     assert search.infeasible == 0

@@ -9,21 +9,7 @@ from pathlib import Path
 
 import pytest
 
-
-def run_cli(*args, cwd=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "autopeft", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture

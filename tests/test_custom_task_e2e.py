@@ -20,8 +20,7 @@ from autopeft.report.tables import SELECTION_PREFIX
 from autopeft.tasks import chance_score, load_task_data, resolve_task, selection_cap
 from autopeft.tasks import selection_split as carve
 from tests.custom_tasks import TOPICS, text_dir, topic_rows, write_rows
-from tests.helpers import run_main
-from tests.test_cli import run_cli
+from tests.helpers import run_cli, run_main
 
 COMMON = ["--budget", "2%", "--trials", "1", "--batch-size", "16", "--sampler", "random",
           "--seed", "1", "--portfolio", "none"]

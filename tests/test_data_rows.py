@@ -26,7 +26,7 @@ from autopeft.search import searching
 from autopeft.search.sweep import COMPARABILITY, SweepRequest, _study_requests
 from autopeft.tasks import get_task, load_task_data
 from autopeft.tasks.data import read_examples
-from tests.test_report import fill_example, new_study
+from tests.helpers import fill_example, new_study
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 MRPC_ACCEPTS = "mrpc accepts 0..1 or one of: not_equivalent, equivalent"

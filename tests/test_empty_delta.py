@@ -16,7 +16,8 @@ from autopeft.backbones.models import load_tokenizer, resolve_model
 from autopeft.engine import trainable
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import EmptyDelta
-from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
+from autopeft.search.seeding import enqueue_uncovered_methods
+from autopeft.space.fitting import feasible_methods
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import load_space
 from autopeft.tasks import get_task, load_task_data, selection_split, subsample
@@ -52,7 +53,8 @@ def data(tiny_bert, mrpc_dir) -> SearchData:
 def _searcher(space_file, sizer: Sizer, budget: int = 10**6) -> BudgetedOptunaSearch:
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
-    search = BudgetedOptunaSearch(load_space(space_file), sizer, budget, "s", storage,
+    search = BudgetedOptunaSearch(load_space(space_file).for_budget(sizer, budget),
+                                  optuna.load_study(study_name="s", storage=storage),
                                   optuna.samplers.RandomSampler(seed=0), max_rejections=20)
     search.set_search_properties(None, None, {})
     return search

@@ -28,17 +28,8 @@ from autopeft.results.export import export_trial
 from autopeft.results.predict import predict_file
 from autopeft.results.retrain import read_train_config, train_from_config
 from autopeft.testing import keyword_task
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import SMALL_QV_SPACE, assert_one_line_error, run_cli
 
-SPACE = """
-methods:
-  bitfit:
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-  lora:
-    r: {choices: [2, 4]}
-    targets: {choices: [qv]}
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-"""
 BUDGET_LINE = "2% = 40,739 stored params"  # of the tiny BERT's 2,036,992 backbone params
 
 
@@ -51,7 +42,7 @@ def searched(tmp_path_factory, tiny_bert, mrpc_dir):
     """
     work = tmp_path_factory.mktemp("export")
     shutil.copytree(tiny_bert, work / "tinybert")
-    (work / "space.yaml").write_text(SPACE)
+    (work / "space.yaml").write_text(SMALL_QV_SPACE)
     data = keyword_task(work / "keywords", mrpc_dir / "train.tsv", train_size=800, dev_size=100)
     result = run_cli("search", "--task", "mrpc", "--budget", "2%", "--model", "tinybert",
                      "--data-dir", str(data), "--space", "space.yaml", "--trials", "3",

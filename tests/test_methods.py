@@ -10,29 +10,10 @@ from autopeft.backbones.models import load_model, load_tokenizer, resolve_model
 from autopeft.errors import AutoPeftError
 from autopeft.methods import METHODS, build_method, parse_method_list
 from tests.arch_harness import assert_delta_trained_and_used, delta_snapshot
+from tests.helpers import _batch, _train
 from tests.roundtrip import assert_artifact_roundtrip
 
-TEXTS = ["good movie", "great film", "bad movie", "awful film",
-         "good show", "terrible show", "great story", "bad story"]
-LABELS = [1, 1, 0, 0, 1, 0, 1, 0]
 CASES = [("lora", {"r": 4, "targets": "all"}, 3e-3), ("bitfit", {}, 1e-2), ("full", {}, 1e-4)]
-
-
-def _batch(tokenizer):
-    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
-    return {**enc, "labels": torch.tensor(LABELS)}
-
-
-def _train(model, method, batch, lr, steps):
-    optimizer = torch.optim.AdamW(method.parameter_groups(model, 0.01), lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    return losses
 
 
 @pytest.mark.parametrize(("name", "knobs", "lr"), CASES)

@@ -6,9 +6,10 @@ import optuna
 import pytest
 
 from autopeft.backbones.models import resolve_model
-from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.search.portfolio import enqueue_portfolio, load_portfolio, portfolio_params
+from autopeft.search.seeding import enqueue_uncovered_methods
 from autopeft.search.warm_start import adapt_candidate
+from autopeft.space.fitting import feasible_methods
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import load_space
 
@@ -71,7 +72,7 @@ def test_a_search_tries_the_portfolio_first_and_none_turns_it_off(tmp_path, tiny
     from autopeft import study as records
     from autopeft.space.space import candidate_from_params
     from autopeft.testing import keyword_task
-    from tests.test_cli import run_cli
+    from tests.helpers import run_cli
 
     data = keyword_task(tmp_path / "keywords", mrpc_dir / "train.tsv", train_size=200,
                         dev_size=50)

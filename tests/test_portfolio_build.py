@@ -25,9 +25,9 @@ from autopeft.errors import AutoPeftError
 from autopeft.results.portfolio_build import build_portfolio
 from autopeft.results.portfolio_greedy import greedy_choice
 from autopeft.results.portfolio_scores import score_table, study_record
-from autopeft.search.feasibility import feasible_methods
 from autopeft.search.portfolio import enqueue_portfolio, load_portfolio, parse_portfolio
 from autopeft.search.sweep import manifest_path
+from autopeft.space.fitting import feasible_methods
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import candidate_from_params, load_space
 from tests.helpers import assert_refused, listing, run_main
@@ -303,7 +303,7 @@ def test_a_search_enqueues_the_learned_entries_first_sized_to_its_budget(tmp_pat
 def test_a_search_tries_a_built_portfolio_first(tmp_path, tiny_bert, mrpc_dir):
     """The one end-to-end run: `search --portfolio` with a learned file, one trial."""
     from autopeft.testing import keyword_task
-    from tests.test_cli import run_cli
+    from tests.helpers import run_cli
 
     studies = tmp_path / "learned"
     _three_tasks(studies)

@@ -23,8 +23,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import study as records
-from tests.helpers import Search, assert_searches_overlapped, tiny_search_args
-from tests.test_cli import run_cli
+from tests.helpers import Search, assert_searches_overlapped, run_cli, tiny_search_args
 
 URL_ENV = "AUTOPEFT_TEST_POSTGRES"
 

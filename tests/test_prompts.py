@@ -18,6 +18,7 @@ from autopeft.backbones.models import load_model, resolve_model
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods import build_method, get_method_class
 from autopeft.methods.targets import is_head_param
+from autopeft.space.fitting import fitting_bound
 from autopeft.space.sizing import Sizer
 from tests.arch_harness import ARCHITECTURES, check_method, toy_batch, train_steps
 from tests.roundtrip import assert_artifact_roundtrip
@@ -155,8 +156,8 @@ def test_only_the_prompt_length_changes_the_stored_size(tiny_models):
     for method in METHODS:
         sized = [k.name for k in get_method_class(method).config_class.knobs() if k.affects_size]
         assert sized == ["num_virtual_tokens"]
-    assert sizer.fitting_bound("prompt_tuning", "num_virtual_tokens",
-                               budget=64 * 10) == ("max", 10)
+    assert fitting_bound(sizer, "prompt_tuning", "num_virtual_tokens",
+                         budget=64 * 10) == ("max", 10)
 
 
 def test_prompts_change_no_backbone_tensor(tiny_models):

@@ -6,14 +6,12 @@ import math
 import re
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution
-from optuna.trial import TrialState, create_trial
+from optuna.trial import TrialState
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
@@ -27,164 +25,14 @@ from autopeft.report import (
 )
 from autopeft.report.files import FIGURES, REPORT_FILES, atomic_path
 from autopeft.report.index import PARETO_DIV, PROGRESS_DIV, SECTIONS, allocation_div
-from autopeft.study import (
-    ATTR_ALLOCATION,
-    ATTR_BUDGET_USED,
-    ATTR_CURVE,
-    ATTR_ERROR,
-    ATTR_EVAL_SECONDS,
-    ATTR_HEAD,
-    ATTR_METHOD,
-    ATTR_METRICS,
-    ATTR_STATUS,
-    ATTR_STORED,
-    ATTR_TRAIN_SECONDS,
-    ATTR_TRIAL_SECONDS,
-    DEV_SCORES_KEY,
-    SETUP_KEY,
-    STATUS_ERROR,
-    STATUS_INFEASIBLE,
-    STATUS_OK,
-    STATUS_PRUNED,
-    StudySetup,
-    record_dev_scores,
-)
+from autopeft.study import DEV_SCORES_KEY, STATUS_INFEASIBLE, STATUS_OK
+from tests.helpers import BUDGET, REPO_ROOT, add_trial, fill_example, new_study, trial_params
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-BUDGET = 10_000
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-DISTRIBUTIONS = {
-    "method": CategoricalDistribution(["lora", "bitfit"]),
-    "lora.r": CategoricalDistribution([2, 4, 8, 16, 64]),
-    "lora.learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-    "bitfit.learning_rate": FloatDistribution(1e-5, 1e-2, log=True),
-}
 # Trial numbers of the fixture study, by role.
 FRONT = [1, 7, 0]  # cheapest first
 DOMINATED, OVER_BUDGET, INFEASIBLE, PRUNED, ERRORED = 2, 3, 4, 5, 6
-
-
-# A LoRA-on-query/value record with the 2-D breakdown, and an older one with the margins only.
-LORA_ALLOCATION = {
-    "by_layer": {"embeddings": 0.0, "0": 0.25, "1": 0.125, "other": 0.0},
-    "by_type": {"embeddings": 0.0, "attn_q": 1.0, "attn_v": 0.5, "ffn_in": 0.0, "bias": 0.0,
-                "other": 0.0},
-    "by_layer_type": {
-        "embeddings": {"embeddings": 0.0},
-        "0": {"attn_q": 1.0, "attn_v": 1.0, "ffn_in": 0.0, "bias": 0.0},
-        "1": {"attn_q": 1.0, "attn_v": 0.0, "ffn_in": 0.0, "bias": 0.0},
-        "other": {"other": 0.0},
-    },
-}
-OLD_BITFIT_ALLOCATION = {
-    "by_layer": {"embeddings": 0.001, "0": 0.002, "1": 0.002},
-    "by_type": {"embeddings": 0.0, "bias": 1.0, "attn_q": 0.0},
-}
-
-
-def _setup(**changes) -> StudySetup:
-    values = {
-        "task": "mrpc",
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
-        "budget_spec": "0.5%",
-        "budget_params": BUDGET,
-        "backbone_params": 2_000_000,
-        "primary_metric": "f1",
-        "methods": ["lora", "bitfit"],
-        "data_source": "glue/mrpc (local copy)",
-    }
-    return StudySetup(**{**values, **changes})
-
-
-def new_study(name: str = "mrpc-test", storage=None, **setup) -> optuna.Study:
-    """An empty autopeft study (in memory unless `storage`); `setup` overrides the setup."""
-    study = optuna.create_study(
-        study_name=name, directions=["maximize", "minimize"], storage=storage
-    )
-    study.set_user_attr(SETUP_KEY, asdict(_setup(**setup)))
-    study.set_user_attr(DEV_SCORES_KEY, {})
-    return study
-
-
-def trial_params(method: str, lr: float, r: int | None = None) -> dict:
-    params = {"method": method, f"{method}.learning_rate": lr}
-    if r is not None:
-        params["lora.r"] = r
-    return params
-
-
-def add_trial(
-    study: optuna.Study,
-    state: TrialState,
-    params: dict,
-    stored: int,
-    status: str,
-    score: float | None = None,
-    epochs: int = 0,
-    error: str | None = None,
-    allocation: dict | None = None,
-) -> None:
-    attrs: dict = {
-        ATTR_METHOD: params["method"],
-        ATTR_STATUS: status,
-        ATTR_STORED: stored,
-        ATTR_HEAD: 1_538,
-        ATTR_BUDGET_USED: stored / BUDGET,
-    }
-    if score is not None:
-        attrs[ATTR_METRICS] = {"f1": score, "accuracy": score + 0.01, "score": score}
-        attrs[ATTR_CURVE] = [{"epoch": e + 1, "score": score} for e in range(epochs)]
-        attrs[ATTR_TRAIN_SECONDS] = 12.5
-        attrs[ATTR_EVAL_SECONDS] = 1.5
-    attrs[ATTR_TRIAL_SECONDS] = 15.0
-    if error is not None:
-        attrs[ATTR_ERROR] = error
-    if allocation is not None:
-        attrs[ATTR_ALLOCATION] = allocation
-    values = [score, float(stored)] if state == TrialState.COMPLETE else None
-    study.add_trial(
-        create_trial(
-            state=state,
-            values=values,
-            params=params,
-            distributions={k: DISTRIBUTIONS[k] for k in params},
-            user_attrs=attrs,
-        )
-    )
-
-
-def fill_example(s: optuna.Study) -> optuna.Study:
-    """The trials every report test reads: a front, a dominated, an over-budget, an
-    infeasible, a pruned and a crashed trial, dev scores for the front, allocations."""
-    complete = TrialState.COMPLETE
-    add_trial(s, complete, trial_params("lora", 1e-3, r=4), 5_000, STATUS_OK, 0.80, epochs=2,
-              allocation=LORA_ALLOCATION)  # 0 front
-    add_trial(s, complete, trial_params("bitfit", 1e-3), 2_000, STATUS_OK, 0.70, epochs=2,
-              allocation=OLD_BITFIT_ALLOCATION)  # 1 front
-    add_trial(s, complete, trial_params("lora", 3e-4, r=8), 8_000, STATUS_OK, 0.75,
-              epochs=2)  # 2 dominated
-    add_trial(s, complete, trial_params("lora", 3e-4, r=16), 20_000, STATUS_OK, 0.90,
-              epochs=2)  # 3 over
-    add_trial(s, TrialState.FAIL, trial_params("lora", 1e-3, r=64), 80_000,
-              STATUS_INFEASIBLE)  # 4
-    add_trial(s, TrialState.PRUNED, trial_params("bitfit", 1e-4), 2_000, STATUS_PRUNED, 0.5,
-              epochs=1)  # 5
-    add_trial(s, TrialState.FAIL, trial_params("lora", 1e-2, r=2), 3_000, STATUS_ERROR,
-              error="CUDA OOM")  # 6
-    add_trial(s, complete, trial_params("lora", 5e-4, r=2), 3_000, STATUS_OK, 0.78, epochs=2,
-              allocation=LORA_ALLOCATION)  # 7 front
-    record_dev_scores(
-        s,
-        {
-            0: {"f1": 0.79, "accuracy": 0.82, "score": 0.79},
-            1: {"f1": 0.68, "accuracy": 0.71, "score": 0.68},
-            7: {"f1": 0.77, "accuracy": 0.80, "score": 0.77},
-        },
-    )
-    return s
 
 
 @pytest.fixture()

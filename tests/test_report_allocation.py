@@ -16,7 +16,7 @@ from autopeft.report.allocation import (
     front_allocations,
 )
 from autopeft.report.heatmaps import allocation_figure
-from tests.test_report import LORA_ALLOCATION, OLD_BITFIT_ALLOCATION, fill_example, new_study
+from tests.helpers import LORA_ALLOCATION, OLD_BITFIT_ALLOCATION, fill_example, new_study
 
 
 def test_grid_cells_are_the_recorded_fractions():

@@ -20,8 +20,7 @@ from autopeft import study as records
 from autopeft.report import pareto_frame
 from autopeft.report.allocation import front_allocations
 from autopeft.report.index import PARETO_DIV, PROGRESS_DIV, allocation_div
-from tests.test_cli import run_cli
-from tests.test_export import SPACE  # the same small LoRA/BitFit space
+from tests.helpers import SMALL_QV_SPACE, run_cli  # test_export searches the same space
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,7 +33,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def searched(tmp_path_factory, tiny_bert, mrpc_dir) -> Path:
     """A finished 3-trial search (BitFit, LoRA on q/v), its report written; the work dir."""
     work = tmp_path_factory.mktemp("report-search")
-    (work / "space.yaml").write_text(SPACE)
+    (work / "space.yaml").write_text(SMALL_QV_SPACE)
     result = run_cli("search", "--task", "mrpc", "--budget", "2%", "--model", str(tiny_bert),
                      "--data-dir", str(mrpc_dir), "--space", "space.yaml", "--trials", "3",
                      "--max-train-samples", "64", "--batch-size", "16", "--sampler", "random",

@@ -17,8 +17,7 @@ from autopeft.report import comparison_name
 from autopeft.report.collect import collect
 from autopeft.report.compare import BEST_CSV, FRONTS_PNG, fronts_figure
 from autopeft.study import STATUS_OK
-from tests.test_cli import run_cli
-from tests.test_report import add_trial, fill_example, new_study, trial_params
+from tests.helpers import add_trial, fill_example, new_study, run_cli, trial_params
 
 MRPC, SST2 = "mrpc-test", "sst2-big"
 

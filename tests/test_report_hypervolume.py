@@ -15,7 +15,7 @@ from autopeft.report.hypervolume import (
     reference_note,
     reference_point,
 )
-from tests.test_report import fill_example, new_study
+from tests.helpers import fill_example, new_study
 
 STEP = 0.01  # every hand-made coordinate is a multiple of this, so the grid count is exact
 

@@ -26,7 +26,7 @@ from autopeft.report.sweep_report import (
     winners,
 )
 from autopeft.report.tables import trials_frame
-from tests.test_report import REPO_ROOT, new_study
+from tests.helpers import REPO_ROOT, new_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -51,7 +51,8 @@ def _proposals(sampler_name: str, seed: int, sizer: Sizer, space_file,
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
     budget = sizer.measure("lora", {"r": 4, "targets": "all"}).stored_params
-    search = BudgetedOptunaSearch(load_space(space_file), sizer, budget, "s", storage,
+    search = BudgetedOptunaSearch(load_space(space_file).for_budget(sizer, budget),
+                                  optuna.load_study(study_name="s", storage=storage),
                                   make_sampler(sampler_name, seed))
     search.set_search_properties(None, None, {})
     proposals = []

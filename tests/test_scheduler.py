@@ -21,7 +21,7 @@ from autopeft.engine.scheduler import (
 )
 from autopeft.errors import AutoPeftError
 from autopeft.testing import keyword_task
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 

@@ -11,7 +11,7 @@ from autopeft.report.plots import CHANCE_LABEL
 from autopeft.report.tables import chance_level
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from autopeft.testing import keyword_task
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 BUDGET = "2%"  # of the tiny BERT's 2,036,992 backbone params = 40,739
 SPACE = """

@@ -14,7 +14,7 @@ import pytest
 from autopeft import study as records
 from autopeft.methods import METHODS
 from autopeft.testing import keyword_task
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 FAILS_ONLY_AS_EMPTY = "stores nothing beyond the head"  # EmptyDelta: a FAIL with a reason
 

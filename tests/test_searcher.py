@@ -24,7 +24,8 @@ def searcher(tiny_bert, tmp_path):
     budget = sizer.measure("lora", {"r": 1, "targets": "all"}).stored_params * 4
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
-    search = BudgetedOptunaSearch(load_space(path), sizer, budget, "s", storage,
+    search = BudgetedOptunaSearch(load_space(path).for_budget(sizer, budget),
+                                  optuna.load_study(study_name="s", storage=storage),
                                   optuna.samplers.RandomSampler(seed=0))
     search.set_search_properties(None, None, {})
     return search, budget
@@ -94,7 +95,8 @@ def test_a_candidate_that_cannot_apply_is_rejected_not_fatal(tiny_bert, tmp_path
     sizer = Sizer(resolve_model(str(tiny_bert)), num_labels=2)
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="s", storage=storage, directions=list(records.DIRECTIONS))
-    search = BudgetedOptunaSearch(load_space(path), sizer, 10**6, "s", storage,
+    search = BudgetedOptunaSearch(load_space(path).for_budget(sizer, 10**6),
+                                  optuna.load_study(study_name="s", storage=storage),
                                   optuna.samplers.RandomSampler(seed=0))
     search.set_search_properties(None, None, {})
     configs = [search.suggest(f"t{i}") for i in range(4)]

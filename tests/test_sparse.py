@@ -11,22 +11,8 @@ from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import empirical_fisher, top_k
 from autopeft.methods.targets import is_head_param
 from autopeft.space.sizing import Sizer
+from tests.helpers import ListSource, _batch, _train
 from tests.roundtrip import assert_artifact_roundtrip
-from tests.test_methods import TEXTS, _batch, _train
-
-
-class ListSource:
-    """BatchSource over fixed examples (what the trial builds from the train split)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def batches(self, batch_size):
-        for start in range(0, len(TEXTS), batch_size):
-            texts = TEXTS[start:start + batch_size]
-            enc = self.tokenizer(texts, padding=True, return_tensors="pt")
-            labels = torch.tensor([1 if t.split()[0] in ("good", "great") else 0 for t in texts])
-            yield {**enc, "labels": labels}
 
 
 def test_top_k_takes_exactly_the_k_largest_across_tensors():

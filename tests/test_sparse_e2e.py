@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from autopeft import study as records
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 ENGINE = ["diff_pruning", "fish", "child_tuning_d", "u_bitfit"]  # (value, index) pairs
 METHODS = [*ENGINE, "s_bitfit", "threshold_mask", "lora", "bitfit"]

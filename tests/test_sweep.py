@@ -25,8 +25,7 @@ from autopeft.search.reuse import ATTR_REUSED
 from autopeft.tasks import chance_score, get_task, load_task_data, selection_split
 from autopeft.tasks.data import shuffled_labels
 from autopeft.testing import keyword_task
-from tests.helpers import Search
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import Search, assert_one_line_error, run_cli
 
 SPACE = """
 methods:
@@ -340,6 +339,9 @@ class _FakeSearcher:
         self._ot_trials[trial_id] = SimpleNamespace(_trial_id=trial_id)
         return {"method": "bitfit", "trial_number": len(self.told)}
 
+    def live_trial(self, trial_id: str):
+        return self._ot_trials.get(trial_id)
+
     def on_trial_complete(self, trial_id, result=None, error=False):
         self.told.append(trial_id)
         self._ot_trials.pop(trial_id)
@@ -353,8 +355,7 @@ def _member(name: str, remaining: int, supply: int = 99, enqueued: int = 0) -> S
         return waiting[:1] if TrialState.WAITING in states else []
 
     study = SimpleNamespace(_storage=storage, get_trials=get_trials)
-    member = SweepMember(name=name, study=study, space=None,
-                         sizer=None, budget_params=0, context=None, data_key="k",
+    member = SweepMember(name=name, study=study, space=None, context=None, data_key="k",
                          remaining=remaining)
     member.searcher = _FakeSearcher(name, supply)
     return member

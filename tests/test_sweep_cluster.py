@@ -20,18 +20,10 @@ import pytest
 from autopeft import study as records
 from autopeft.report.sweep_report import WINNERS_CSV
 from autopeft.search.sweep import read_manifest
+from tests.helpers import SMALL_SPACE_FILE
 
 SWEEP_TIMEOUT_S = 300
 TRIALS = 2  # per study
-SPACE = """\
-methods:
-  bitfit:
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-  lora:
-    r: {choices: [2, 4]}
-    targets: {choices: [all]}
-    learning_rate: {low: 1.0e-3, high: 1.0e-2, log: true}
-"""
 
 
 @pytest.mark.slow
@@ -39,7 +31,7 @@ def test_sweep_runs_every_study_on_both_nodes_of_a_cluster(two_nodes, tmp_path, 
                                                            mrpc_dir):
     cluster, worker = two_nodes
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE, encoding="utf-8")
+    space.write_text(SMALL_SPACE_FILE.read_text(encoding="utf-8"), encoding="utf-8")
     name = "nodes"
     args = ["sweep", "--tasks", "mrpc,mrpc:shuffled", "--budgets", "0.5%,2%",
             "--models", str(tiny_bert), "--trials", str(TRIALS), "--sweep", name,

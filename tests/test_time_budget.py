@@ -17,7 +17,7 @@ from autopeft import study as records
 from autopeft.engine.progress import SearchProgress, clock
 from autopeft.engine.runner import hard_stop_s
 from autopeft.inputs.durations import parse_time_budget
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 SPACE = """
 methods:

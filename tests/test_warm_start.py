@@ -10,11 +10,11 @@ from autopeft import study as records
 from autopeft.backbones.models import resolve_model
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.errors import AutoPeftError
-from autopeft.search.feasibility import enqueue_uncovered_methods
+from autopeft.search.seeding import enqueue_uncovered_methods
 from autopeft.search.warm_start import load_front, warm_start
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import load_space
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 # tiny BERT: LoRA on every projection stores 1,792 params per rank, on q,v 512
 BUDGET = 5000
@@ -91,7 +91,8 @@ def test_front_is_adapted_to_the_space_and_budget_and_proposed_first(tmp_path, s
     assert line.startswith("warm start from 'src': 3 configuration(s) enqueued (1 shrunk")
     assert line.count("\n") == 0 and "1 dropped" in line
 
-    search = BudgetedOptunaSearch(space, sizer, BUDGET, "new", storage,
+    search = BudgetedOptunaSearch(space.for_budget(sizer, BUDGET),
+                                  optuna.load_study(study_name="new", storage=storage),
                                   optuna.samplers.RandomSampler(seed=0))
     search.set_search_properties(None, None, {})
     first = [search.suggest(f"t{i}") for i in range(3)]
@@ -182,7 +183,8 @@ def test_budget_derived_knob_is_asked_for_the_source_size(tmp_path, sizer):
     outcome = warm_start(study, "src", load_front("src", None, tmp_path / "studies"), space,
                          sizer, BUDGET)
     assert outcome.enqueued == 2 and outcome.shrunk == ["trial 2 lora r 8→2"]
-    search = BudgetedOptunaSearch(space, sizer, BUDGET, "new", storage,
+    search = BudgetedOptunaSearch(space.for_budget(sizer, BUDGET),
+                                  optuna.load_study(study_name="new", storage=storage),
                                   optuna.samplers.RandomSampler(seed=0))
     search.set_search_properties(None, None, {})
     assert [search.suggest(f"t{i}")["knobs"] for i in range(2)] == [

@@ -33,7 +33,6 @@ from autopeft.engine.scheduler import STUDY_KEY, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
 from autopeft.errors import SearchInterrupted
-from autopeft.space.sizing import Sizer
 from autopeft.space.space import SearchSpace
 from autopeft.train.data import SearchData
 from autopeft.train.trial import TrialContext
@@ -45,9 +44,7 @@ class SweepMember:
 
     name: str
     study: optuna.Study
-    space: SearchSpace
-    sizer: Sizer
-    budget_params: int
+    space: SearchSpace  # bound to the study's budget (SearchSpace.for_budget)
     context: TrialContext
     data_key: str  # which tokenised data (one per task and model) its trials train on
     remaining: int
@@ -158,9 +155,7 @@ def run_sweep_trials(members: list[SweepMember], data: dict[str, SearchData],
         # and each study its own (sibling budgets would propose the same candidates in step)
         offset = len(member.study.trials) + zlib.crc32(member.name.encode()) % 100_003
         sampler = make_sampler(settings.sampler, settings.seed + offset)
-        member.searcher = BudgetedOptunaSearch(
-            member.space, member.sizer, member.budget_params, member.study.study_name,
-            records.storage_of(member.study), sampler)
+        member.searcher = BudgetedOptunaSearch(member.space, member.study, sampler)
     # Each (task, model)'s data goes to the object store once; a trial fetches only its own.
     data_refs = {key: ray.put(split) for key, split in data.items()}
     routes = {m.name: (m.data_key, with_threads(m.context, cpus)) for m in members}

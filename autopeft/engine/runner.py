@@ -23,7 +23,6 @@ from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from rich.console import Console
 
-from autopeft import study as records
 from autopeft.engine.cluster import connect
 from autopeft.engine.progress import SearchProgress, clock
 from autopeft.engine.samplers import check_sampler, make_sampler
@@ -31,7 +30,6 @@ from autopeft.engine.scheduler import MultiObjectiveASHA, check_scheduler
 from autopeft.engine.searcher import BudgetedOptunaSearch
 from autopeft.engine.trainable import train_candidate
 from autopeft.errors import AutoPeftError, SearchInterrupted
-from autopeft.space.sizing import Sizer
 from autopeft.space.space import SearchSpace
 from autopeft.train.data import SearchData
 from autopeft.train.trial import TrialContext
@@ -79,25 +77,21 @@ class EngineOutcome:
 def run_trials(
     study: optuna.Study,
     space: SearchSpace,
-    sizer: Sizer,
-    budget_params: int,
     data: SearchData,
     context: TrialContext,
     settings: EngineSettings,
     ray_dir: Path,
     console: Console | None = None,
 ) -> EngineOutcome:
-    """Add `settings.trials` trained trials to `study` (over-budget proposals not counted);
-    progress goes to `console` (stderr by default)."""
+    """Add `settings.trials` trained trials to `study`, drawn from the budget-bound `space`
+    (over-budget proposals not counted); progress goes to `console` (stderr by default)."""
     started = time.perf_counter()
     check_scheduler(settings.scheduler, settings.reduction_factor, settings.grace_epochs,
                     context.epochs)
     settings, cpus, gpus = prepare_cluster(settings)
     # A resumed study gets a fresh seed stream: the same seed would replay old proposals.
     sampler = make_sampler(settings.sampler, settings.seed + len(study.trials))
-    searcher = BudgetedOptunaSearch(
-        space, sizer, budget_params, study.study_name, records.storage_of(study), sampler
-    )
+    searcher = BudgetedOptunaSearch(space, study, sampler)
     trainable = tune.with_parameters(train_candidate, data=data,
                                      context=with_threads(context, cpus))
     keeper = f"the study '{study.study_name}'"

@@ -24,7 +24,6 @@ from ray.tune.search.optuna import OptunaSearch
 from autopeft import study as records
 from autopeft.errors import MethodNotApplicable
 from autopeft.methods.registry import METHOD_FAMILIES
-from autopeft.space.sizing import Sizer
 from autopeft.space.space import SearchSpace
 from autopeft.train.trial import METRIC_PREFIX
 
@@ -38,26 +37,29 @@ EMPTY_DELTA = ("stores nothing beyond the head (0 stored params): it would train
 
 
 class BudgetedOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch over a budget-bound space (`SearchSpace.for_budget`: it holds the
+    sizer that measures candidates and the budget they must fit) on one study."""
+
     def __init__(
         self,
         space: SearchSpace,
-        sizer: Sizer,
-        budget_params: int,
-        study_name: str,
-        storage: optuna.storages.BaseStorage,
+        study: optuna.Study,
         sampler: optuna.samplers.BaseSampler,
         max_rejections: int = 200,
     ):
+        if space.sizer is None or space.budget is None:
+            raise ValueError("BudgetedOptunaSearch needs a budget-bound space "
+                             "(SearchSpace.for_budget)")
         super().__init__(
-            space=space.for_budget(sizer, budget_params),  # knobs fit to the budget need both
+            space=space,
             metric=METRICS,
             mode=MODES,
             sampler=sampler,
-            study_name=study_name,
-            storage=storage,
+            study_name=study.study_name,
+            storage=records.storage_of(study),
         )
-        self._sizer = sizer
-        self._budget = budget_params
+        self._sizer = space.sizer
+        self._budget = space.budget
         self._max_rejections = max_rejections
         self._results: dict[str, list[dict]] = {}
         self._owner = records.process_owner()

@@ -29,6 +29,20 @@ DELTA_FILE = "delta.safetensors"
 
 
 @dataclass(frozen=True)
+class ArtifactFile:
+    """One file a method's `save` writes and what it holds: the method says it, so the exported
+    model card describes an artifact without knowing any method."""
+
+    name: str
+    holds: str
+
+
+DELTA = ArtifactFile(DELTA_FILE, "every trained tensor by its parameter name in the model with "
+                                 "the method applied (head included); the rest is the frozen "
+                                 "backbone")
+
+
+@dataclass(frozen=True)
 class Knob:
     """A searchable setting of a method: its name, type, default and meaning."""
 
@@ -127,6 +141,11 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     config_class: ClassVar[type[MethodConfig]]
+    # The family the sweep report draws one line for (lora, sparse, adapter, ...).
+    family: ClassVar[str]
+    # What `save` writes (the artifact store adds its JSON description beside it); a method
+    # whose `save` writes other files says so here.
+    artifact_files: ClassVar[tuple[ArtifactFile, ...]] = (DELTA,)
 
     def __init__(self, config: MethodConfig):
         self.config = config

@@ -19,6 +19,7 @@ class BitFitConfig(MethodConfig):
 class BitFit(Method):
     name = "bitfit"
     summary = "train all bias terms (attention, FFN, LayerNorm) and the head"
+    family = "bitfit"
     config_class = BitFitConfig
 
     def apply(self, model: nn.Module) -> nn.Module:

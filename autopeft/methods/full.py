@@ -18,6 +18,7 @@ class FullConfig(MethodConfig):
 class FullFineTuning(Method):
     name = "full"
     summary = "train every parameter (stores a full copy of the backbone)"
+    family = "full"
     config_class = FullConfig
 
     def apply(self, model: nn.Module) -> nn.Module:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.targets import head_module_names, resolve_target_set
+from autopeft.methods.base import MethodConfig, knob, learning_rate_knob, targets_knob
+from autopeft.methods.peft_backed import PeftBackedMethod
+from autopeft.methods.peft_backed import peft_quietly as peft_quietly  # re-export: old home
+from autopeft.methods.targets import resolve_target_set
 
 
 @dataclass
@@ -25,46 +23,26 @@ class LoraConfig(MethodConfig):
     learning_rate: float = learning_rate_knob(2e-3)
 
 
-class Lora(Method):
+class Lora(PeftBackedMethod):
     name = "lora"
     summary = "low-rank updates B·A on attention/FFN projections (peft)"
+    family = "lora"
     config_class = LoraConfig
 
     def _peft_config(self, model: nn.Module) -> PeftLoraConfig:
         cfg: LoraConfig = self.config
         targets, transposed = resolve_target_set(model, cfg.targets)
         return PeftLoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            **self._peft_options(model),
             r=cfg.r,
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=targets,
             # GPT-2's Conv1D stores its weight transposed
             fan_in_fan_out=transposed,
-            modules_to_save=head_module_names(model),
         )
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        with peft_quietly():
-            return get_peft_model(model, self._peft_config(model))
 
     def changed_entries(self, model: nn.Module) -> dict[str, int]:
         """A rank-r update B·A changes every entry of the adapted weight."""
         return {f"{name}.weight": m.weight.numel()
                 for name, m in model.named_modules() if isinstance(m, LoraLayer)}
-
-    def save(self, model: nn.Module, directory: Path) -> None:
-        """peft's own layout (adapter_config.json + adapter_model.safetensors)."""
-        model.save_pretrained(str(directory))
-
-    def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        with peft_quietly():
-            return PeftModel.from_pretrained(model, str(directory))
-
-
-@contextmanager
-def peft_quietly():
-    """peft calls `is_gradient_checkpointing`, which transformers 5 deprecates; not ours to fix."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield

@@ -13,27 +13,20 @@ through any reparameterisation encoder, which is therefore not stored. The encod
 from __future__ import annotations
 
 import inspect
-from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType
+from typing import Any
 
 import torch
-from peft import (
-    PeftModel,
-    PrefixTuningConfig,
-    PromptEncoderConfig,
-    PromptTuningConfig,
-    TaskType,
-    get_peft_model,
-)
+from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 from peft.config import PromptLearningConfig
 from torch import nn
 
 from autopeft.errors import MethodNotApplicable
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob
-from autopeft.methods.lora import peft_quietly
-from autopeft.methods.targets import head_module_names, is_head_param, model_type
+from autopeft.methods.base import MethodConfig, knob, learning_rate_knob
+from autopeft.methods.peft_backed import PeftBackedMethod
+from autopeft.methods.targets import is_head_param, model_type
 
 
 @dataclass
@@ -47,8 +40,10 @@ class PromptConfig(MethodConfig):
 HEAD_MAX_LR = 3e-3
 
 
-class PromptMethod(Method):
+class PromptMethod(PeftBackedMethod):
     """One peft prompt-learning method; subclasses name the peft config and its extra knobs."""
+
+    family = "prompt"
 
     def parameter_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
         """The base groups, with the head's tensors apart at min(learning rate, HEAD_MAX_LR)."""
@@ -62,30 +57,18 @@ class PromptMethod(Method):
             groups += [{**group, "params": heads, "lr": head_lr}] if heads else []
         return groups
 
-    @abstractmethod
-    def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
-        """The method's peft config for `model` (built on `_common_options`)."""
-
-    def _common_options(self, model: nn.Module) -> dict:
+    def _peft_options(self, model: nn.Module) -> dict[str, Any]:
+        """The common options plus the prompt's length and the backbone's shape."""
         # attribute access honours config aliases (DistilBERT's `dim`), peft's dict look-up
         # does not; None leaves the look-up to peft
         config = model.config
         return {
-            "task_type": TaskType.SEQ_CLS,
+            **super()._peft_options(model),
             "num_virtual_tokens": self.config.num_virtual_tokens,
             "token_dim": getattr(config, "hidden_size", None),
             "num_layers": getattr(config, "num_hidden_layers", None),
             "num_attention_heads": getattr(config, "num_attention_heads", None),
-            "modules_to_save": head_module_names(model),
         }
-
-    def check_applicable(self, model: nn.Module) -> None:
-        """Raise `MethodNotApplicable` before any work when the model cannot take the method."""
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        self.check_applicable(model)
-        with peft_quietly():
-            return get_peft_model(model, self._peft_config(model))
 
     # --- accounting: what `save_pretrained` writes besides the head -------------------------
     def _stored_shape(self, model: nn.Module) -> tuple[int, int]:
@@ -117,14 +100,9 @@ class PromptMethod(Method):
         model.eval()
         try:
             with torch.no_grad():
-                model.save_pretrained(str(directory))
+                super().save(model, directory)
         finally:
             model.train(training)
-
-    def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        self.check_applicable(model)
-        with peft_quietly():
-            return PeftModel.from_pretrained(model, str(directory))
 
 
 @dataclass
@@ -141,7 +119,7 @@ class PromptTuning(PromptMethod):
     config_class = PromptTuningKnobs
 
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
-        return PromptTuningConfig(**self._common_options(model),
+        return PromptTuningConfig(**self._peft_options(model),
                                   prompt_tuning_init=self.config.prompt_init.upper())
 
 
@@ -158,12 +136,15 @@ class PrefixTuning(PromptMethod):
     name = "prefix_tuning"
     summary = "trainable key/value prefixes in every attention layer (peft)"
     config_class = PrefixTuningKnobs
+    plain_peft_caveat = ("peft passes the prefixes as `past_key_values`, which transformers 5 "
+                         "models take as `cache`; `autopeft.load` installs the forward that "
+                         "maps it")
 
     def check_applicable(self, model: nn.Module) -> None:
         _accept_prefix_cache(model)
 
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
-        return PrefixTuningConfig(**self._common_options(model),
+        return PrefixTuningConfig(**self._peft_options(model),
                                   prefix_projection=self.config.prefix_projection,
                                   encoder_hidden_size=self.config.encoder_hidden_size)
 
@@ -192,7 +173,7 @@ class PTuning(PromptMethod):
     config_class = PTuningKnobs
 
     def _peft_config(self, model: nn.Module) -> PromptLearningConfig:
-        return PromptEncoderConfig(**self._common_options(model),
+        return PromptEncoderConfig(**self._peft_options(model),
                                    encoder_reparameterization_type=self.config.encoder_type,
                                    encoder_hidden_size=self.config.encoder_hidden_size)
 

@@ -35,21 +35,9 @@ METHODS: dict[str, type[Method]] = {
     )
 }
 
-# Each method's family, from one table: the sweep report draws one line per family (the best
-# configuration of the family at each budget), so every registered method must be in a group.
-_FAMILY_GROUPS: dict[str, tuple[type[Method], ...]] = {
-    "full": (FullFineTuning,),
-    "bitfit": (BitFit,),
-    "lora": (Lora, DyLora, IncreLora, Krona, AdaLora),
-    "sparse": (DiffPruning, Fish, ChildTuningD, UBitFit, SBitFit, ThresholdMasking),
-    "adapter": (HoulsbyAdapter, PfeifferAdapter, ParallelAdapter),
-    "spt": (Spt,),
-    "side": (LadderSideTuning, AttentionFusion),
-    "prompt": (PromptTuning, PrefixTuning, PTuning),
-}
-METHOD_FAMILIES: dict[str, str] = {
-    cls.name: family for family, classes in _FAMILY_GROUPS.items() for cls in classes
-}
+# Each method's family (its class says it): the sweep report draws one line per family (the
+# best configuration of the family at each budget), so every registered method must have one.
+METHOD_FAMILIES: dict[str, str] = {name: cls.family for name, cls in METHODS.items()}
 
 
 def get_method_class(name: str) -> type[Method]:

@@ -45,6 +45,7 @@ from transformers.pytorch_utils import Conv1D
 
 from autopeft.errors import AutoPeftError
 from autopeft.methods.base import (
+    ArtifactFile,
     BatchSource,
     Method,
     MethodConfig,
@@ -53,12 +54,14 @@ from autopeft.methods.base import (
     learning_rate_knob,
     unfreeze_head,
 )
-from autopeft.methods.lora import peft_quietly
+from autopeft.methods.peft_backed import peft_quietly
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.fisher import density_count, empirical_fisher, top_k
 from autopeft.methods.targets import ROLE_SETS, is_head_param, projection_shape, resolve_roles
 
 STRUCTURE_FILE = "spt_structure.json"
+STRUCTURE = ArtifactFile(STRUCTURE_FILE, "SPT's allocation: LoRA ranks per matrix and whole "
+                                         "tensors")
 WHOLE_VECTOR_FRACTION = 0.5  # a vector this much selected is tuned whole (if it fits in τ)
 SENSITIVITY_BATCH_SIZE = 1  # per-example squared gradients, as FISH
 
@@ -139,7 +142,9 @@ def wrapped_name(tensor: str, ranks: dict[str, int]) -> str:
 class Spt(Method):
     name = "spt"
     summary = "SPT: top-τ sensitive entries; rank-r LoRA on matrices holding ≥ σ_opt, sparse else"
+    family = "spt"
     config_class = SptConfig
+    artifact_files = (STRUCTURE, engine.SPARSE)
 
     def __init__(self, config: SptConfig):
         super().__init__(config)

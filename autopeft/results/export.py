@@ -29,7 +29,8 @@ from autopeft.artifacts.store import CONFIG_FILE, read_description
 from autopeft.errors import AutoPeftError
 from autopeft.inputs import names
 from autopeft.inputs.options import check_folder
-from autopeft.methods import get_method_class
+from autopeft.methods import METHODS, Method, get_method_class
+from autopeft.methods.peft_backed import PeftBackedMethod
 from autopeft.report import fmt, pareto_frame
 from autopeft.report.tables import DEV_SCORE, DEV_SEEDS, DEV_STD, best_point, trial_state
 from autopeft.results.retrain import TrainConfig, write_train_config
@@ -44,19 +45,11 @@ _DEFAULT_BATCH_SIZE = 32  # the CLI default, for studies made before they record
 _ASSUMED_BATCH = ("batch size assumed: the study predates recorded batch sizes and has no "
                   "retrained point; edit train_config.yaml if the search used another")
 
-# What each file of an artifact is, for the card; others belong to a method's own `load`.
+# What each file the store and export add is, for the card; the method's own files are
+# described by its class (`Method.artifact_files`), others belong to a method's own `load`.
 FILE_NOTES = {
     CONFIG_FILE: "method, knobs, backbone, task, counts and metrics (JSON); read first by "
                  "`autopeft.load`",
-    "adapter_config.json": "peft's adapter configuration",
-    "adapter_model.safetensors": "peft's adapter weights, classification head included",
-    "delta.safetensors": "every trained tensor by its parameter name in the model with the "
-                         "method applied (head included); the rest is the frozen backbone",
-    "sparse_delta.safetensors": "sparse delta: per changed backbone tensor `<name>.indices` "
-                                "(flat int64) and `<name>.values`, plus dense tensors (head)",
-    "threshold_mask.safetensors": "per masked weight the flat indices of the masked entries, "
-                                  "plus the head",
-    "spt_structure.json": "SPT's allocation: LoRA ranks per matrix and whole tensors",
     CARD_FILE: "this card",
     TRAIN_CONFIG_FILE: "the configuration, for `autopeft train --config`",
 }
@@ -64,9 +57,14 @@ FILE_NOTES = {
 
 # peft-format methods that plain peft cannot load by itself (with transformers 5), and why.
 PEFT_NEEDS_AUTOPEFT = {
-    "prefix_tuning": "peft passes the prefixes as `past_key_values`, which transformers 5 "
-                     "models take as `cache`; `autopeft.load` installs the forward that maps it",
+    name: cls.plain_peft_caveat for name, cls in METHODS.items()
+    if issubclass(cls, PeftBackedMethod) and cls.plain_peft_caveat
 }
+
+
+def _file_notes(method: type[Method]) -> dict[str, str]:
+    """What each file of an artifact of `method` holds, for the card."""
+    return {**{f.name: f.holds for f in method.artifact_files}, **FILE_NOTES}
 
 
 @dataclass
@@ -256,6 +254,7 @@ def render_card(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     """The exported folder's README.md: what it is, how it scored, how to load and retrain it."""
     setup = records.study_setup(study)
     method = description["method"]
+    method_class = get_method_class(method)
     stored = int(trial.user_attrs.get(records.ATTR_STORED, description.get("stored_params", 0)))
     head = trial.user_attrs.get(records.ATTR_HEAD, description.get("head_params"))
     selection = (trial.values or [None])[0]
@@ -273,7 +272,7 @@ def render_card(study: optuna.Study, trial: optuna.trial.FrozenTrial,
         ("backbone", f"`{description['model']}`"),
         ("budget", f"{setup.budget_spec} = {setup.budget_params:,} stored params "
                    f"(backbone: {setup.backbone_params:,})"),
-        ("method", f"`{method}`: {get_method_class(method).summary}"),
+        ("method", f"`{method}`: {method_class.summary}"),
         ("stored params", f"{stored:,} ({fmt.percent(stored / setup.budget_params)} of the "
                           f"budget); classification head {fmt.count(head)}, not charged"),
         ("selection score", f"{fmt.score(selection)} (held-out split of train, used by the "
@@ -288,7 +287,8 @@ def render_card(study: optuna.Study, trial: optuna.trial.FrozenTrial,
     ]
     knob_rows = "\n".join(f"| {name} | {fmt.knob(value)} |"
                           for name, value in sorted(description["knobs"].items()))
-    files = "\n".join(f"- `{name}`: {FILE_NOTES.get(name, f'read by the {method} loader')}"
+    notes = _file_notes(method_class)
+    files = "\n".join(f"- `{name}`: {notes.get(name, f'read by the {method} loader')}"
                       for name in sorted({*(p.name for p in source.iterdir()), CARD_FILE,
                                           TRAIN_CONFIG_FILE}))
     labels = "a regression score per row" if task.is_regression else "one class per row"
@@ -312,7 +312,7 @@ Exported by `autopeft export` from a search under a budget of stored parameters.
 
 ## Format
 
-{_format_paragraph(source, description)}
+{_format_paragraph(method_class, description)}
 
 {files}
 
@@ -365,14 +365,16 @@ def _dev_line(study: optuna.Study, number: int) -> str:
     return f"{fmt.score(mean)}{spread}, mean of {int(seeds)} seed(s) retrained on all of train"
 
 
-def _format_paragraph(source: Path, description: dict[str, Any]) -> str:
-    if (source / "adapter_config.json").is_file():
-        caveat = PEFT_NEEDS_AUTOPEFT.get(description["method"])
+def _format_paragraph(method: type[Method], description: dict[str, Any]) -> str:
+    """Whose format the artifact is in (the method's class knows) and what loads it."""
+    if issubclass(method, PeftBackedMethod):
+        caveat = method.plain_peft_caveat
         plain = (f"load it with `autopeft.load`: {caveat}." if caveat else
                  "so peft loads it too: `PeftModel.from_pretrained(AutoModelForSequence"
                  f"Classification.from_pretrained(base, num_labels={description['num_labels']})"
                  ", folder)`.")
-        return (f"peft's own format (`adapter_config.json` + `adapter_model.safetensors`), "
+        layout = " + ".join(f"`{f.name}`" for f in method.artifact_files)
+        return (f"peft's own format ({layout}), "
                 f"{plain} `{CONFIG_FILE}` adds the method, knobs and task for `autopeft.load`.")
     return (f"autopeft's format: the delta in safetensors and `{CONFIG_FILE}` (method, knobs, "
             "backbone, task). `autopeft.load` applies the method to the backbone and loads the "

@@ -22,7 +22,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autopeft import study as records
 from autopeft.search.warm_start import adapt
-from autopeft.space.sizing import Sizer
 from autopeft.space.space import SearchSpace, candidate_from_params
 
 ATTR_REUSED = records.ATTR_REUSED  # {"study": name, "trial": number}: trained there
@@ -30,14 +29,17 @@ ATTR_REUSED = records.ATTR_REUSED  # {"study": name, "trial": number}: trained t
 
 @dataclass
 class Sibling:
-    """A study that may receive trials: its budget, space and sizer (the same model's)."""
+    """A study that may receive trials, with its space bound to its budget (the sizer of the
+    same model as its siblings')."""
 
     name: str
     study: optuna.Study
     study_dir: Path
     space: SearchSpace
-    sizer: Sizer
-    budget_params: int
+
+    @property
+    def budget_params(self) -> int:
+        return self.space.budget
 
 
 def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) -> list[str]:
@@ -208,8 +210,8 @@ def _expressed_in(trial: FrozenTrial, target: Sibling
     None unless the target's space samples exactly the same candidate (method, knobs and
     training knobs) with the same measured size.
     """
-    space = target.space.for_budget(target.sizer, target.budget_params)
-    params, _ = adapt(trial, space, target.sizer, target.budget_params)
+    space = target.space
+    params, _ = adapt(trial, space, space.sizer, space.budget)
     if params is None:
         return None
     # Replay the params through the space on a scratch study: that records the distributions

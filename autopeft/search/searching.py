@@ -32,10 +32,11 @@ from autopeft.inputs.options import check_options
 from autopeft.methods import parse_method_list
 from autopeft.report import build_report, pareto_frame
 from autopeft.report.tables import AT_CHANCE_NOTE, DEV_NOTE, best_point
-from autopeft.search.feasibility import enqueue_uncovered_methods, feasible_methods
 from autopeft.search.portfolio import enqueue_portfolio, load_portfolio
+from autopeft.search.seeding import enqueue_uncovered_methods
 from autopeft.search.warm_start import load_front, warm_start
 from autopeft.space.budget import parse_budget
+from autopeft.space.fitting import feasible_methods
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import SearchSpace, load_space
 from autopeft.tasks import (
@@ -162,13 +163,15 @@ class PreparedStudy:
     name: str
     study: optuna.Study
     study_dir: Path
-    space: SearchSpace
-    sizer: Sizer
-    budget_params: int
+    space: SearchSpace  # bound to the budget: it holds the sizer and the budget in params
     inputs: TaskInputs
     inputs_key: tuple
     context: Any  # train.trial.TrialContext
     skipped: dict[str, str]
+
+    @property
+    def budget_params(self) -> int:
+        return self.space.budget
 
 
 @dataclass
@@ -179,9 +182,7 @@ class CheckedRequest:
     task: TaskSpec
     budget: Any  # budget.Budget
     backbone_params: int
-    budget_params: int
-    space: SearchSpace
-    sizer: Sizer
+    space: SearchSpace  # bound to the budget: it holds the sizer and the budget in params
     source: Any  # models.ModelSource
     skipped: dict[str, str]
     inputs: TaskInputs
@@ -190,6 +191,10 @@ class CheckedRequest:
     head: HeadSettings = field(default_factory=HeadSettings)
     portfolio: list = field(default_factory=list)  # portfolio.Entry, tried first
     task_note: str = ""  # a custom task: what was given and what inferred, said first
+
+    @property
+    def budget_params(self) -> int:
+        return self.space.budget
 
     @property
     def study_name(self) -> str:
@@ -231,6 +236,7 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
     backbone = sizer.backbone_params()
     budget_params = budget.params(backbone)
     space, skipped = feasible_methods(space, sizer, budget_params)
+    space = space.for_budget(sizer, budget_params)
     record = record_of(task)  # a custom task by its whole mapping: two may share a name
     inputs_key = (record if isinstance(record, str) else repr(record), request.model,
                   request.data_dir, request.max_train_samples, request.seed,
@@ -241,9 +247,9 @@ def check_request(request: SearchRequest, shared: SharedInputs | None = None) ->
         epochs = default_epochs(shared.tasks[inputs_key].train_rows, request.batch_size)
         check_scheduler(request.scheduler, request.reduction_factor, request.grace_epochs, epochs)
         request = dataclasses.replace(request, epochs=epochs)
-    return CheckedRequest(request, task, budget, backbone, budget_params, space, sizer, source,
-                          skipped, shared.tasks[inputs_key], inputs_key, warm_front, head,
-                          portfolio, task_note)
+    return CheckedRequest(request, task, budget, backbone, space, source, skipped,
+                          shared.tasks[inputs_key], inputs_key, warm_front, head, portfolio,
+                          task_note)
 
 
 def study_setup_of(checked: CheckedRequest) -> records.StudySetup:
@@ -311,14 +317,14 @@ def open_checked(checked: CheckedRequest, console: Console,
                   f"{len(inputs.task_data.dev)} dev (final numbers only)")
     if checked.warm_front is not None:
         console.print(warm_start(study, request.warm_start, checked.warm_front, checked.space,
-                                 checked.sizer, checked.budget_params).describe())
-    known = enqueue_portfolio(study, checked.space, checked.sizer, checked.budget_params,
+                                 checked.space.sizer, checked.budget_params).describe())
+    known = enqueue_portfolio(study, checked.space, checked.space.sizer, checked.budget_params,
                               skip=skip_coverage or set(), entries=checked.portfolio)
     if known:
         where = request.portfolio or "search_spaces/portfolio.yaml"
         console.print(f"portfolio: {known} known-good configuration(s) first ({where}), "
                       "then the sampler", highlight=False)
-    enqueue_uncovered_methods(study, checked.space, checked.sizer, checked.budget_params,
+    enqueue_uncovered_methods(study, checked.space, checked.space.sizer, checked.budget_params,
                               skip=skip_coverage or set())
     context = TrialContext(
         model=checked.source,
@@ -330,8 +336,8 @@ def open_checked(checked: CheckedRequest, console: Console,
         study_dir=str(study_dir.resolve()),
         head=checked.head,
     )
-    return PreparedStudy(request, task, name, study, study_dir, checked.space, checked.sizer,
-                         checked.budget_params, inputs, checked.inputs_key, context,
+    return PreparedStudy(request, task, name, study, study_dir, checked.space, inputs,
+                         checked.inputs_key, context,
                          checked.skipped)
 
 

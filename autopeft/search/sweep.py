@@ -107,8 +107,7 @@ def sweep(request: SweepRequest, console: Console | None = None) -> SweepResult:
     sharing = BudgetReuse(_sibling_groups(prepared) if request.reuse else [])
     if caught_up := sharing.catch_up():
         console.print(f"budget reuse: {caught_up} earlier trial(s) shared with sibling budgets")
-    members = [SweepMember(name=p.name, study=p.study, space=p.space, sizer=p.sizer,
-                           budget_params=p.budget_params, context=p.context,
+    members = [SweepMember(name=p.name, study=p.study, space=p.space, context=p.context,
                            data_key=_data_key(p),
                            remaining=request.trials - records.counted_trials(p.study))
                for p in prepared]
@@ -309,6 +308,6 @@ def _covered_by_smaller_budget(checked: list[CheckedRequest]) -> dict[str, set[s
 
 
 def _sibling_groups(prepared: list[PreparedStudy]) -> list[list[Sibling]]:
-    return [[Sibling(p.name, p.study, p.study_dir, p.space, p.sizer, p.budget_params)
+    return [[Sibling(p.name, p.study, p.study_dir, p.space)
              for p in group]
             for group in _siblings(prepared, key=lambda p: p.budget_params) if len(group) > 1]

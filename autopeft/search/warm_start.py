@@ -10,9 +10,6 @@ dropped when nothing fits. The source study is only read (`records.read_study`).
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from optuna.trial import FrozenTrial
 from autopeft import study as records
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
+from autopeft.space.fitting import shrink, stored_or_none
 from autopeft.space.sizing import Sizer
 from autopeft.space.space import (
     FRACTION,
@@ -133,7 +131,7 @@ def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, size
         params[param_name(method, FRACTION)] = fraction
     elif fit is not None:  # the space derives it from a budget fraction: ask for the same size
         wanted = ranges[fit].clip(source["knobs"].get(fit, declared[fit].default))
-        stored = _stored(sizer, method, {**knobs, fit: wanted})
+        stored = stored_or_none(sizer, method, {**knobs, fit: wanted})
         fraction = space.fractions[method].clip(1.0 if stored is None else stored / budget)
         over = stored is None or stored > budget
         params[param_name(method, FRACTION)] = fraction
@@ -141,11 +139,11 @@ def adapt_candidate(source: dict[str, Any], label: str, space: SearchSpace, size
     def size(values: dict[str, Any]) -> int | None:
         if fit is not None:
             values = {**values, fit: space.derive(method, values, fraction)}
-        return _stored(sizer, method, values)
+        return stored_or_none(sizer, method, values)
 
     shrinkable = [k for k in knobs if declared[k].affects_size and declared[k].type in (int, float)
                   and not isinstance(knobs[k], bool)]
-    fitted = _shrink(knobs, shrinkable, ranges, allowed, size, budget)
+    fitted = shrink(knobs, shrinkable, ranges, allowed, size, budget)
     stored = size(fitted)
     if stored is None:
         return None, f"{label}: cannot apply to this model"
@@ -170,65 +168,3 @@ def _sized_to_share(method: str, knobs: dict[str, Any], knob: str | None, share:
     fitted = SearchSpace({method: {**ranges, knob: replace(ranges[knob], fit_budget=True)}},
                          sizer=sizer, budget=budget)
     return {**knobs, knob: fitted.derive(method, knobs, share)}
-
-
-def _shrink(knobs: dict[str, Any], names: list[str], ranges: dict[str, KnobRange],
-            allowed: dict[str, tuple], size: Callable[[dict], int | None], budget: int
-            ) -> dict[str, Any]:
-    """Size knobs moved, one at a time, to the fitting value nearest the configuration's own.
-
-    The first pass may push a knob to its least-storing end so the next knobs can fit; the
-    second gives each knob back as much as the others now leave room for.
-    """
-    fitted = dict(knobs)
-    if not names or _fits(size(fitted), budget):
-        return fitted
-    for _ in range(2):
-        for name in names:
-            def size_with(value: Any, name: str = name) -> int | None:
-                return size({**fitted, name: value})
-
-            fitted[name] = _nearest_fitting(ranges[name], allowed.get(name), knobs[name],
-                                            size_with, budget)
-    return fitted
-
-
-def _nearest_fitting(spec: KnobRange, allowed: tuple | None, original: Any,
-                     size: Callable[[Any], int | None], budget: int) -> Any:
-    """The allowed value nearest `original` that fits; else the least-storing one."""
-    choices = allowed or spec.choices
-    if choices is not None:
-        sized = [(s, c) for c in choices if (s := size(c)) is not None]
-        fitting = [c for s, c in sized if s <= budget]
-        if fitting:
-            return min(fitting, key=lambda c: abs(c - original))
-        return min(sized, key=lambda sc: sc[0])[1] if sized else original
-    low, high = spec.type(spec.low), spec.type(spec.high)
-    end = min((low, high), key=lambda v: _or_inf(size(v)))  # the least-storing end
-    if _fits(size(original), budget) or not _fits(size(end), budget):
-        return original if _fits(size(original), budget) else end
-    if spec.type is int:  # from the original toward the end: over budget, then fitting
-        step = 1 if end > original else -1
-        path = range(original, end + step, step)
-        return path[bisect.bisect_left(path, True, key=lambda v: _fits(size(v), budget))]
-    inside, outside = float(end), float(original)
-    for _ in range(50):
-        middle = (inside + outside) / 2
-        inside, outside = (middle, outside) if _fits(size(middle), budget) else (inside, middle)
-    return inside
-
-
-def _stored(sizer: Sizer, method: str, knobs: dict[str, Any]) -> int | None:
-    """Stored params; None when the knobs are invalid or the method cannot apply to the model."""
-    try:
-        return sizer.measure(method, knobs).stored_params
-    except AutoPeftError:
-        return None
-
-
-def _fits(stored: int | None, budget: int) -> bool:
-    return stored is not None and stored <= budget
-
-
-def _or_inf(stored: int | None) -> float:
-    return math.inf if stored is None else stored

@@ -6,8 +6,6 @@ import math
 import re
 from dataclasses import dataclass
 
-from torch import nn
-
 from autopeft.errors import AutoPeftError
 
 _ACCEPTED = (
@@ -71,23 +69,3 @@ def parse_budget(spec: str) -> Budget:
     if count != int(count):
         raise AutoPeftError(f"budget '{spec}' is not a whole number of parameters; {_ACCEPTED}")
     return Budget(spec=spec.strip(), count=int(count))
-
-
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of a module, each shared tensor once (tied embeddings are stored once)."""
-    seen: set[int] = set()
-    total = 0
-    for param in module.parameters():
-        if id(param) in seen or (trainable_only and not param.requires_grad):
-            continue
-        seen.add(id(param))
-        total += param.numel()
-    return total
-
-
-def trainable_line(trainable: int, total: int) -> str:
-    """The line peft's `print_trainable_parameters` prints, so logs read the same."""
-    return (
-        f"trainable params: {trainable:,d} || all params: {total:,d} "
-        f"|| trainable%: {100 * trainable / max(total, 1):.4f}"
-    )

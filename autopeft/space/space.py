@@ -43,6 +43,7 @@ import yaml
 from autopeft.errors import AutoPeftError
 from autopeft.methods import get_method_class
 from autopeft.methods.base import Knob
+from autopeft.space import fitting
 from autopeft.space.sizing import Sizer
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
@@ -241,23 +242,19 @@ class SearchSpace:
             return self._stored(method, {**knobs, fit: value})
 
         if spec.choices is not None:
-            return _best_choice(size, spec.choices, target)
+            return fitting.best_choice(size, spec.choices, target)
         if spec.type is int:
-            return _fit_int(size, int(spec.low), int(spec.high), target)
-        return _fit_float(size, float(spec.low), float(spec.high), target)
+            return fitting.fit_int(size, int(spec.low), int(spec.high), target)
+        return fitting.fit_float(size, float(spec.low), float(spec.high), target)
 
     def _stored(self, method: str, knobs: dict[str, Any]) -> int | None:
-        """Stored params of a candidate; None when it is invalid or cannot apply to the model."""
-        try:
-            return self.sizer.measure(method, knobs).stored_params
-        except AutoPeftError:
-            return None
+        return fitting.stored_or_none(self.sizer, method, knobs)
 
     def _smallest(self, method: str, knobs: dict[str, Any]) -> int | None:
         """The least any value of the fit_budget knob stores with these other knobs."""
         fit = self.fit_knob(method)
         spec = self.methods[method][fit]
-        ends = spec.choices if spec.choices is not None else _ends(spec)
+        ends = spec.choices if spec.choices is not None else fitting.range_ends(spec)
         sizes = [s for s in (self._stored(method, {**knobs, fit: v}) for v in ends)
                  if s is not None]
         return min(sizes, default=None)
@@ -281,7 +278,7 @@ class SearchSpace:
         for combo in itertools.product(*(ranges[k].choices for k in pruned)):
             fits[combo] = any(
                 self._fits_at_least(method, dict(zip(pruned + free, combo + ends, strict=True)))
-                for ends in itertools.product(*(_ends(ranges[k]) for k in free)))
+                for ends in itertools.product(*(fitting.range_ends(ranges[k]) for k in free)))
         if not any(fits.values()):
             return {}  # nothing fits: leave the method alone (the search drops or rejects it)
         options = [[s for n in range(len(ranges[k].choices), 0, -1)
@@ -337,92 +334,9 @@ class SearchSpace:
         return params
 
 
-def _ends(rng: KnobRange) -> tuple:
-    return rng.type(rng.low), rng.type(rng.high)
-
-
 def _among(value: Any, allowed: tuple) -> bool:
     """`value in allowed`, without True == 1 or 0 == False."""
     return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
-
-
-def _best_choice(size, choices: tuple, target: float) -> Any:
-    """The choice storing the most within target; else the one storing the least."""
-    sized = [(s, c) for c in choices if (s := size(c)) is not None]
-    if not sized:
-        return choices[0]
-    fitting = [(s, c) for s, c in sized if s <= target]
-    if fitting:
-        return max(fitting, key=lambda sc: sc[0])[1]
-    return min(sized, key=lambda sc: sc[0])[1]
-
-
-def _fit_int(size, low: int, high: int, target: float) -> int:
-    """The value in [low, high] storing the most within target (sizes monotone in the value)."""
-    s_low, s_high = size(low), size(high)
-    shrinks = s_low is not None and s_high is not None and s_high < s_low
-
-    def value(i: int) -> int:  # index → value, so that the size grows with the index
-        return high - i if shrinks else low + i
-
-    def size_at(i: int) -> int | None:
-        return size(value(i))
-
-    n = high - low
-    a, s_a = 0, size_at(0)
-    if s_a is None or s_a > target:
-        return value(0)  # nothing fits the target: the least-storing end
-    b, s_b = n, size_at(n)
-    if s_b is not None and s_b <= target:
-        return value(n)
-    # invariant: index a fits, index b does not; interpolate and bisect in turn
-    for step in itertools.count():
-        if b - a <= 1:
-            break
-        if step % 2 == 0 and s_b is not None and s_b > s_a:
-            mid = a + int((target - s_a) * (b - a) / (s_b - s_a))
-            mid = min(max(mid, a + 1), b - 1)
-        else:
-            mid = (a + b) // 2
-        s = size_at(mid)
-        if s is not None and s <= target:
-            a, s_a = mid, s
-        else:
-            b, s_b = mid, s
-    return value(a)
-
-
-def _fit_float(size, low: float, high: float, target: float, steps: int = 60) -> float:
-    """The value in [low, high] storing the most within target (sizes monotone in the value).
-
-    Stops as soon as the stored count reaches the target's integer part (nothing in between).
-    """
-    s_low, s_high = size(low), size(high)
-    shrinks = s_low is not None and s_high is not None and s_high < s_low
-
-    def value(t: float) -> float:
-        return high - t * (high - low) if shrinks else low + t * (high - low)
-
-    a, s_a = 0.0, size(value(0.0))
-    if s_a is None or s_a > target:
-        return value(0.0)
-    b, s_b = 1.0, size(value(1.0))
-    if s_b is not None and s_b <= target:
-        return value(1.0)
-    for step in range(steps):
-        if s_a >= math.floor(target):
-            break
-        mid = (a + b) / 2
-        if step % 2 == 0 and s_b is not None and s_b > s_a:
-            guess = a + (target - s_a) * (b - a) / (s_b - s_a)
-            if a < guess < b:
-                mid = guess
-        s = size(value(mid))
-        if s is not None and s <= target:
-            a, s_a = mid, s
-        else:
-            b, s_b = mid, s
-    return value(a)
 
 
 def param_name(method: str, knob: str) -> str:

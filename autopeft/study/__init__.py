@@ -1,85 +1,9 @@
 """Optuna studies, the single source of truth for a search: `schema` (what a record holds),
-`storage` (where studies live, opening and checking them), `records` (the only writer),
-`front` (what the trials add up to). The names below are the layer's public API."""
+`storage` (where studies live, opening and checking them), `records` (the only writer) and
+`front` (what the trials add up to). Their public names are the layer's API, reachable from the
+package (`from autopeft import study as records`)."""
 
-from __future__ import annotations
-
-from autopeft.study.front import (  # noqa: F401
-    counted_trials,
-    feasible_front,
-)
-from autopeft.study.records import (  # noqa: F401
-    enqueue,
-    record_chance,
-    record_complete,
-    record_curve,
-    record_derived,
-    record_dev_scores,
-    record_failure,
-    record_final_run,
-    record_final_skips,
-    record_interrupted,
-    record_metrics,
-    record_proposal,
-    record_pruned,
-    record_rejection,
-    record_retries,
-    record_setup,
-    record_shared,
-    record_size,
-    record_timings,
-    record_worker,
-)
-from autopeft.study.schema import (  # noqa: F401
-    ATTR_ALLOCATION,
-    ATTR_ARTIFACT,
-    ATTR_BUDGET_USED,
-    ATTR_CHANCE,
-    ATTR_CURVE,
-    ATTR_DERIVED,
-    ATTR_ERROR,
-    ATTR_EVAL_SECONDS,
-    ATTR_FAMILY,
-    ATTR_HEAD,
-    ATTR_METHOD,
-    ATTR_METRICS,
-    ATTR_OWNER,
-    ATTR_RETRIES,
-    ATTR_REUSED,
-    ATTR_STATUS,
-    ATTR_STORED,
-    ATTR_STORED_BYTES,
-    ATTR_TRAIN_SECONDS,
-    ATTR_TRIAL_SECONDS,
-    ATTR_WORKER,
-    CONSTRAINT_BEATS_CHANCE,
-    DEV_SCORES_KEY,
-    DIRECTIONS,
-    FINAL_FIDELITY,
-    FINAL_RUNS_KEY,
-    FINAL_SKIPPED_KEY,
-    OWNERLESS_GRACE,
-    SETUP_KEY,
-    STATUS_ERROR,
-    STATUS_INFEASIBLE,
-    STATUS_OK,
-    STATUS_PRUNED,
-    StudySetup,
-    default_study_name,
-    dev_scores,
-    final_runs,
-    final_seed_runs,
-    final_skips,
-    finished_final_run,
-    study_setup,
-)
-from autopeft.study.storage import (  # noqa: F401
-    as_stored,
-    check_journal,
-    check_resumable,
-    make_storage,
-    open_study,
-    process_owner,
-    read_study,
-    storage_of,
-)
+from autopeft.study.front import *  # noqa: F403
+from autopeft.study.records import *  # noqa: F403
+from autopeft.study.schema import *  # noqa: F403
+from autopeft.study.storage import *  # noqa: F403

@@ -13,50 +13,16 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autopeft.study.schema import (
-    _NOT_ABOVE,
-    ATTR_ALLOCATION,
-    ATTR_ARTIFACT,
-    ATTR_BUDGET_USED,
-    ATTR_CHANCE,
-    ATTR_CURVE,
-    ATTR_DERIVED,
-    ATTR_ERROR,
-    ATTR_EVAL_SECONDS,
-    ATTR_FAMILY,
-    ATTR_HEAD,
-    ATTR_METHOD,
-    ATTR_METRICS,
-    ATTR_OWNER,
-    ATTR_RETRIES,
-    ATTR_STATUS,
-    ATTR_STORED,
-    ATTR_STORED_BYTES,
-    ATTR_TRAIN_SECONDS,
-    ATTR_TRIAL_SECONDS,
-    ATTR_WORKER,
-    CONSTRAINT_BEATS_CHANCE,
-    DEV_SCORES_KEY,
-    FINAL_FIDELITY,
-    FINAL_RUNS_KEY,
-    FINAL_SKIPPED_KEY,
-    SETUP_KEY,
-    STATUS_ERROR,
-    STATUS_INFEASIBLE,
-    STATUS_OK,
-    STATUS_PRUNED,
-    StudySetup,
-    _by_index,
-    dev_scores,
-    final_runs,
-    final_skips,
-)
+from autopeft.study import schema
+from autopeft.study.schema import StudySetup
+
+_NOT_ABOVE = 1e-9  # a score equal to chance violates the beats-chance constraint by this much
 
 
 def record_setup(study: optuna.Study, setup: StudySetup) -> None:
     """A new study's setup (what a resumed one must match) and its empty dev-score table."""
-    study.set_user_attr(SETUP_KEY, asdict(setup))
-    study.set_user_attr(DEV_SCORES_KEY, {})
+    study.set_user_attr(schema.SETUP_KEY, asdict(setup))
+    study.set_user_attr(schema.DEV_SCORES_KEY, {})
 
 
 def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
@@ -70,14 +36,14 @@ def record_chance(trial: optuna.Trial | optuna.trial.FrozenTrial, score: float,
     """
     if chance is None:
         return
-    trial.set_user_attr(ATTR_CHANCE, chance)
-    trial.set_constraint(CONSTRAINT_BEATS_CHANCE, chance - score + _NOT_ABOVE)
+    trial.set_user_attr(schema.ATTR_CHANCE, chance)
+    trial.set_constraint(schema.CONSTRAINT_BEATS_CHANCE, chance - score + _NOT_ABOVE)
 
 
 def record_dev_scores(study: optuna.Study, scores: dict[int, dict[str, float]]) -> None:
-    merged = {str(k): v for k, v in dev_scores(study).items()}
+    merged = {str(k): v for k, v in schema.dev_scores(study).items()}
     merged.update({str(k): v for k, v in scores.items()})
-    study.set_user_attr(DEV_SCORES_KEY, merged)
+    study.set_user_attr(schema.DEV_SCORES_KEY, merged)
 
 
 def record_final_run(study: optuna.Study, trial_number: int, index: int, run: dict[str, Any],
@@ -87,12 +53,12 @@ def record_final_run(study: optuna.Study, trial_number: int, index: int, run: di
     Runs recorded at another fidelity (other epochs, batch size or train size) are dropped:
     one point's seeds are always comparable.
     """
-    points = {str(k): v for k, v in final_runs(study).items()}
+    points = {str(k): v for k, v in schema.final_runs(study).items()}
     point = points.get(str(trial_number))
-    if point is None or any(point.get(k) != fidelity[k] for k in FINAL_FIDELITY):
-        point = {**{k: fidelity[k] for k in FINAL_FIDELITY}, "runs": {}}
+    if point is None or any(point.get(k) != fidelity[k] for k in schema.FINAL_FIDELITY):
+        point = {**{k: fidelity[k] for k in schema.FINAL_FIDELITY}, "runs": {}}
     runs = {**point["runs"], str(index): run}
-    scores = [float(r["metrics"]["score"]) for _, r in sorted(runs.items(), key=_by_index)]
+    scores = [float(r["metrics"]["score"]) for _, r in sorted(runs.items(), key=schema.by_index)]
     point = {
         **point,
         "runs": runs,
@@ -101,23 +67,23 @@ def record_final_run(study: optuna.Study, trial_number: int, index: int, run: di
         "score_std": statistics.stdev(scores) if len(scores) > 1 else None,
     }
     points[str(trial_number)] = point
-    study.set_user_attr(FINAL_RUNS_KEY, points)
+    study.set_user_attr(schema.FINAL_RUNS_KEY, points)
     return point
 
 
 def record_final_skips(study: optuna.Study, notes: dict[int, str]) -> None:
     """Say why points are not retrained; a point retrained later keeps its dev numbers."""
     if notes:
-        merged = {str(k): v for k, v in final_skips(study).items()}
+        merged = {str(k): v for k, v in schema.final_skips(study).items()}
         merged.update({str(k): v for k, v in notes.items()})
-        study.set_user_attr(FINAL_SKIPPED_KEY, merged)
+        study.set_user_attr(schema.FINAL_SKIPPED_KEY, merged)
 
 
 def record_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
     """A RUNNING trial whose search process is gone: FAIL, with why (it does not count)."""
     storage = study._storage  # a FrozenTrial can only be changed through the storage
-    storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, STATUS_ERROR)
-    storage.set_trial_user_attr(trial._trial_id, ATTR_ERROR, why)
+    storage.set_trial_user_attr(trial._trial_id, schema.ATTR_STATUS, schema.STATUS_ERROR)
+    storage.set_trial_user_attr(trial._trial_id, schema.ATTR_ERROR, why)
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
@@ -130,62 +96,62 @@ def enqueue(study: optuna.Study, params: dict[str, Any]) -> None:
 def record_proposal(trial: optuna.Trial, owner: dict[str, Any], method: str, family: str,
                     derived: dict[str, Any]) -> None:
     """Who runs a just-asked trial, its method, and the knobs fit to the budget (not sampled)."""
-    trial.set_user_attr(ATTR_OWNER, owner)
+    trial.set_user_attr(schema.ATTR_OWNER, owner)
     record_derived(trial, derived)
-    trial.set_user_attr(ATTR_METHOD, method)
-    trial.set_user_attr(ATTR_FAMILY, family)
+    trial.set_user_attr(schema.ATTR_METHOD, method)
+    trial.set_user_attr(schema.ATTR_FAMILY, family)
 
 
 def record_derived(trial: optuna.Trial, derived: dict[str, Any]) -> None:
     """The knobs fit to the budget (`SearchSpace.derived`): not sampled, so not in params."""
     if derived:
-        trial.set_user_attr(ATTR_DERIVED, derived)
+        trial.set_user_attr(schema.ATTR_DERIVED, derived)
 
 
 def record_size(trial: optuna.Trial, stored: int, head: int, budget: int) -> None:
     """The candidate's measured size: stored params, the head apart, the budget share."""
-    trial.set_user_attr(ATTR_STORED, stored)
-    trial.set_user_attr(ATTR_HEAD, head)
-    trial.set_user_attr(ATTR_BUDGET_USED, stored / budget)
+    trial.set_user_attr(schema.ATTR_STORED, stored)
+    trial.set_user_attr(schema.ATTR_HEAD, head)
+    trial.set_user_attr(schema.ATTR_BUDGET_USED, stored / budget)
 
 
 def record_rejection(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
     """A candidate never trained (over budget, empty or not applicable): FAIL, infeasible."""
-    trial.set_user_attr(ATTR_STATUS, STATUS_INFEASIBLE)
-    trial.set_user_attr(ATTR_ERROR, why)
+    trial.set_user_attr(schema.ATTR_STATUS, schema.STATUS_INFEASIBLE)
+    trial.set_user_attr(schema.ATTR_ERROR, why)
     study.tell(trial, state=TrialState.FAIL)
 
 
 def record_curve(trial: optuna.Trial, curve: list[dict[str, Any]]) -> None:
-    trial.set_user_attr(ATTR_CURVE, curve)
+    trial.set_user_attr(schema.ATTR_CURVE, curve)
 
 
 def record_worker(trial: optuna.Trial, node: str, host: str | None, pid: int | None) -> None:
     """Where Ray runs the trial (its last attempt)."""
-    trial.set_user_attr(ATTR_WORKER, {"node": node, "host": host, "pid": pid})
+    trial.set_user_attr(schema.ATTR_WORKER, {"node": node, "host": host, "pid": pid})
 
 
 def record_retries(trial: optuna.Trial, failures: int) -> None:
     """Ray restarted the trial this often after losing its worker process or node."""
-    trial.set_user_attr(ATTR_RETRIES, failures)
+    trial.set_user_attr(schema.ATTR_RETRIES, failures)
 
 
 def record_timings(trial: optuna.Trial, train: float, evaluate: float, total: float) -> None:
-    trial.set_user_attr(ATTR_TRAIN_SECONDS, train)
-    trial.set_user_attr(ATTR_EVAL_SECONDS, evaluate)
-    trial.set_user_attr(ATTR_TRIAL_SECONDS, total)
+    trial.set_user_attr(schema.ATTR_TRAIN_SECONDS, train)
+    trial.set_user_attr(schema.ATTR_EVAL_SECONDS, evaluate)
+    trial.set_user_attr(schema.ATTR_TRIAL_SECONDS, total)
 
 
 def record_metrics(trial: optuna.Trial, metrics: dict[str, float], stored: int) -> None:
     """Selection-split metrics of the last epoch, and the size the trained delta has."""
-    trial.set_user_attr(ATTR_METRICS, metrics)
-    trial.set_user_attr(ATTR_STORED, stored)
+    trial.set_user_attr(schema.ATTR_METRICS, metrics)
+    trial.set_user_attr(schema.ATTR_STORED, stored)
 
 
 def record_failure(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
     """A trial that failed in training (or was cut off: `why` starts "interrupted")."""
-    trial.set_user_attr(ATTR_STATUS, STATUS_ERROR)
-    trial.set_user_attr(ATTR_ERROR, why)
+    trial.set_user_attr(schema.ATTR_STATUS, schema.STATUS_ERROR)
+    trial.set_user_attr(schema.ATTR_ERROR, why)
     study.tell(trial, state=TrialState.FAIL)
 
 
@@ -193,17 +159,17 @@ def record_complete(study: optuna.Study, trial: optuna.Trial, score: float, stor
                     artifact: str, stored_bytes: int, allocation: dict[str, Any],
                     chance: float | None) -> None:
     """A trained trial with a finite score: COMPLETE with (score, stored params)."""
-    trial.set_user_attr(ATTR_STATUS, STATUS_OK)
-    trial.set_user_attr(ATTR_ARTIFACT, artifact)
-    trial.set_user_attr(ATTR_STORED_BYTES, stored_bytes)
-    trial.set_user_attr(ATTR_ALLOCATION, allocation)
+    trial.set_user_attr(schema.ATTR_STATUS, schema.STATUS_OK)
+    trial.set_user_attr(schema.ATTR_ARTIFACT, artifact)
+    trial.set_user_attr(schema.ATTR_STORED_BYTES, stored_bytes)
+    trial.set_user_attr(schema.ATTR_ALLOCATION, allocation)
     record_chance(trial, score, chance)
     study.tell(trial, [score, float(stored)])
 
 
 def record_pruned(study: optuna.Study, trial: optuna.Trial) -> None:
     """A trial the scheduler stopped before its last epoch."""
-    trial.set_user_attr(ATTR_STATUS, STATUS_PRUNED)
+    trial.set_user_attr(schema.ATTR_STATUS, schema.STATUS_PRUNED)
     study.tell(trial, state=TrialState.PRUNED)
 
 
@@ -218,5 +184,5 @@ def record_shared(study: optuna.Study, source: optuna.trial.FrozenTrial, params:
                                        state=TrialState.COMPLETE)
     shared.datetime_start = source.datetime_start
     shared.datetime_complete = source.datetime_complete
-    record_chance(shared, source.values[0], user_attrs.get(ATTR_CHANCE))
+    record_chance(shared, source.values[0], user_attrs.get(schema.ATTR_CHANCE))
     study.add_trial(shared)

@@ -65,7 +65,6 @@ ATTR_REUSED = "reused_from"  # {"study", "trial"}: a sweep's trial shared from a
 ATTR_RETRIES = "retries"  # restarts after the trial's worker process or node was lost
 ATTR_CHANCE = "chance_score"  # the best score of a constant prediction on the selection split
 CONSTRAINT_BEATS_CHANCE = "beats_chance"  # Optuna constraint: <= 0 when the trial learned
-_NOT_ABOVE = 1e-9  # a score equal to chance violates that constraint by this much
 
 STATUS_OK = "ok"
 STATUS_INFEASIBLE = "infeasible"
@@ -164,10 +163,10 @@ def final_skips(study: optuna.Study) -> dict[int, str]:
 
 def final_seed_runs(point: dict[str, Any]) -> list[dict[str, Any]]:
     """A point's runs in seed-index order."""
-    return [run for _, run in sorted(point.get("runs", {}).items(), key=_by_index)]
+    return [run for _, run in sorted(point.get("runs", {}).items(), key=by_index)]
 
 
-def _by_index(item: tuple[str, Any]) -> int:
+def by_index(item: tuple[str, Any]) -> int:
     return int(item[0])
 
 

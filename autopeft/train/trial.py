@@ -19,7 +19,7 @@ from autopeft.backbones.models import ModelSource, load_model
 from autopeft.errors import AutoPeftError, EmptyDelta
 from autopeft.methods import Method, build_method
 from autopeft.methods.allocation import backbone_sizes, summarize
-from autopeft.space.budget import count_params, trainable_line
+from autopeft.methods.counting import count_params, trainable_line
 from autopeft.study import ATTR_CHANCE
 from autopeft.tasks import artifact_fields, chance_score, resolve_task
 from autopeft.train import faults

@@ -53,6 +53,7 @@ class ParallelAdapterConfig(AdapterConfig):
 class BottleneckAdapter(Method):
     """Wraps each target projection in `AdaptedProjection`; subclasses only choose placements."""
 
+    family = "adapter"
     config_class = AdapterConfig
 
     @abstractmethod

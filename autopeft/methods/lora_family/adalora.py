@@ -40,14 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peft import AdaLoraConfig as PeftAdaLoraConfig
-from peft import PeftModel, TaskType, get_peft_model
 from peft.tuners.adalora import AdaLoraLayer
 from torch import nn
 
 from autopeft.errors import AutoPeftError
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.lora import peft_quietly
-from autopeft.methods.targets import head_module_names, resolve_target_set
+from autopeft.methods.base import MethodConfig, knob, learning_rate_knob, targets_knob
+from autopeft.methods.peft_backed import PeftBackedMethod
+from autopeft.methods.targets import resolve_target_set
 
 ADAPTER = "default"
 
@@ -73,9 +72,10 @@ class AdaLoraConfig(MethodConfig):
     learning_rate: float = learning_rate_knob(2e-3)
 
 
-class AdaLora(Method):
+class AdaLora(PeftBackedMethod):
     name = "adalora"
     summary = "SVD-form low-rank updates, ranks reallocated by importance to a budget (peft)"
+    family = "lora"
     config_class = AdaLoraConfig
 
     def __init__(self, config: AdaLoraConfig):
@@ -89,7 +89,7 @@ class AdaLora(Method):
         cfg: AdaLoraConfig = self.config
         names, conv1d = resolve_target_set(model, cfg.targets)
         return PeftAdaLoraConfig(
-            task_type=TaskType.SEQ_CLS,
+            **self._peft_options(model),
             init_r=cfg.init_r,
             target_r=cfg.target_r,
             lora_alpha=cfg.lora_alpha,
@@ -99,13 +99,7 @@ class AdaLora(Method):
             total_step=1, tinit=0, tfinal=0,  # placeholder: the real schedule is set in `start`
             target_modules=names,
             fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
-            modules_to_save=head_module_names(model),
         )
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        config = self._peft_config(model)
-        with peft_quietly():
-            return get_peft_model(model, config)
 
     # --- schedule and allocation ---------------------------------------------------------
     def start(self, model: nn.Module, total_steps: int) -> None:
@@ -197,13 +191,13 @@ class AdaLora(Method):
                 "saving now would store all init_r triplets, over the planned budget")
         with warnings.catch_warnings():  # a matrix pruned to rank 0 is legitimate here
             warnings.filterwarnings("ignore", message=r".*LoRA tensor\(s\) have invalid shape")
-            model.save_pretrained(str(directory))
+            super().save(model, directory)
 
     def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        with peft_quietly(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             # AdaLoRA's rank pattern (kept triplets) is not LoRA's per-module rank override
             warnings.filterwarnings("ignore", message="The following rank_pattern keys")
-            return PeftModel.from_pretrained(model, str(directory))
+            return super().load(model, directory)
 
 
 def _peft_config_of(model: nn.Module) -> PeftAdaLoraConfig:

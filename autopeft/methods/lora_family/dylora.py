@@ -35,6 +35,7 @@ from torch import nn
 
 from autopeft.errors import AutoPeftError
 from autopeft.methods.base import (
+    DELTA,
     DELTA_FILE,
     Method,
     MethodConfig,
@@ -66,6 +67,9 @@ def _keys(name: str) -> tuple[str, str]:
 class RankPrefixLora(Method):
     """peft LoRA at `allocated_rank()`; each layer's effective update uses a prefix of its rank
     components, and what is saved (and counted) is that prefix: A[:k] and B[:, :k]."""
+
+    family = "lora"
+    artifact_files = (DELTA,)  # its own `save`: the truncated factors, by their peft names
 
     def __init__(self, config: MethodConfig):
         super().__init__(config)

@@ -21,21 +21,15 @@ is not applicable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from peft import LoKrConfig, PeftModel, TaskType, get_peft_model
+from peft import LoKrConfig
 from peft.tuners.lokr import LoKrLayer
 from torch import nn
 
 from autopeft.errors import MethodNotApplicable
-from autopeft.methods.base import Method, MethodConfig, knob, learning_rate_knob, targets_knob
-from autopeft.methods.lora import peft_quietly
-from autopeft.methods.targets import (
-    head_module_names,
-    model_type,
-    projection_shape,
-    resolve_target_set,
-)
+from autopeft.methods.base import MethodConfig, knob, learning_rate_knob, targets_knob
+from autopeft.methods.peft_backed import PeftBackedMethod
+from autopeft.methods.targets import model_type, projection_shape, resolve_target_set
 
 KRONA_FACTORS = (-1, 2, 4, 8, 16, 32, 64)
 
@@ -51,9 +45,10 @@ class KronaConfig(MethodConfig):
     learning_rate: float = learning_rate_knob(2e-3)
 
 
-class Krona(Method):
+class Krona(PeftBackedMethod):
     name = "krona"
     summary = "Kronecker-product updates A ⊗ B with full-rank factors (peft LoKr)"
+    family = "lora"
     config_class = KronaConfig
 
     def _peft_config(self, model: nn.Module) -> LoKrConfig:
@@ -66,29 +61,15 @@ class Krona(Method):
         # LoKr keeps B dense when r >= max(b1, b2) / 2; the widest side is always enough.
         r = max(max(projection_shape(model.get_submodule(n))) for n in names)
         return LoKrConfig(
-            task_type=TaskType.SEQ_CLS,
+            **self._peft_options(model),
             r=r,
             alpha=cfg.scale * r,
             decompose_both=False,
             decompose_factor=cfg.decompose_factor,
             target_modules=names,
-            modules_to_save=head_module_names(model),
         )
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        config = self._peft_config(model)
-        with peft_quietly():
-            return get_peft_model(model, config)
 
     def changed_entries(self, model: nn.Module) -> dict[str, int]:
         """A Kronecker product of two dense factors changes every entry of the adapted weight."""
         return {f"{name}.weight": m.get_base_layer().weight.numel()
                 for name, m in model.named_modules() if isinstance(m, LoKrLayer)}
-
-    def save(self, model: nn.Module, directory: Path) -> None:
-        """peft's own layout (adapter_config.json + adapter_model.safetensors)."""
-        model.save_pretrained(str(directory))
-
-    def load(self, model: nn.Module, directory: Path) -> nn.Module:
-        with peft_quietly():
-            return PeftModel.from_pretrained(model, str(directory))

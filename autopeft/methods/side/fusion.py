@@ -56,6 +56,7 @@ class LayerFusion(nn.Module):
 class AttentionFusion(Method):
     name = "attention_fusion"
     summary = "per-token learned attention over all layers' states feeding the head"
+    family = "side"
     config_class = FusionConfig
 
     def apply(self, model: nn.Module) -> nn.Module:

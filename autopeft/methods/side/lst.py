@@ -81,6 +81,7 @@ class LadderSideNetwork(nn.Module):
 class LadderSideTuning(Method):
     name = "lst"
     summary = "ladder side network fed by every frozen layer; no backprop through the backbone"
+    family = "side"
     config_class = LstConfig
 
     def apply(self, model: nn.Module) -> nn.Module:

@@ -19,6 +19,9 @@ class SparseDeltaMethod(Method):
     count from shapes alone, which is what the budget check sees on a meta-device model.
     """
 
+    family = "sparse"
+    artifact_files = (engine.SPARSE,)
+
     @abstractmethod
     def planned(self, model: nn.Module) -> int:
         """Entries that will be stored, known before any data is seen."""

@@ -126,8 +126,13 @@ def greedy_vectors(scores: dict[str, torch.Tensor], k: int) -> list[str]:
 
 
 class BiasPruning(Method):
-    """Shared by U- and S-BitFit: candidates, the planned k, warm-up scoring; `keep` differs."""
+    """Shared by U- and S-BitFit: candidates, the planned k, warm-up scoring; `keep` differs.
 
+    What is saved differs too, so `artifact_files` is not set here: U-BitFit's come from
+    `SparseDeltaMethod`, S-BitFit's (whole vectors, `Method.save`) from `Method`.
+    """
+
+    family = "sparse"
     config_class = BiasPruningConfig
 
     def apply(self, model: nn.Module) -> nn.Module:

@@ -26,9 +26,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from autopeft.methods.base import ArtifactFile
 from autopeft.methods.targets import is_head_param
 
 SPARSE_FILE = "sparse_delta.safetensors"
+SPARSE = ArtifactFile(SPARSE_FILE, "sparse delta: per changed backbone tensor `<name>.indices` "
+                                   "(flat int64) and `<name>.values`, plus dense tensors (head)")
 INDICES, VALUES = "indices", "values"
 
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from autopeft.methods.base import BatchSource, MethodConfig, knob, learning_rate_knob
+from autopeft.methods.counting import count_params
 from autopeft.methods.sparse import engine
 from autopeft.methods.sparse.base import SparseDeltaMethod
 from autopeft.methods.sparse.fisher import density_count, empirical_fisher, top_k
 from autopeft.methods.targets import is_head_param
-from autopeft.space.budget import count_params
 
 
 @dataclass

@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 
 from autopeft.errors import AutoPeftError
 from autopeft.methods.base import (
+    ArtifactFile,
     Method,
     MethodConfig,
     freeze,
@@ -31,6 +32,8 @@ from autopeft.methods.sparse.fisher import density_count
 from autopeft.methods.targets import ROLE_SETS, is_head_param, resolve_roles
 
 MASK_FILE = "threshold_mask.safetensors"
+MASK = ArtifactFile(MASK_FILE, "per masked weight the flat indices of the masked entries, "
+                               "plus the head")
 MASKED = "masked"  # key suffix of a tensor's masked flat indices in MASK_FILE
 
 
@@ -101,7 +104,9 @@ def enforce_cap(masks: list[ScoreMask], k: int) -> None:
 class ThresholdMasking(Method):
     name = "threshold_mask"
     summary = "Threshold-Mask: learn which pretrained weights to zero (straight-through scores)"
+    family = "sparse"
     config_class = ThresholdMaskConfig
+    artifact_files = (MASK,)
 
     _trained = False  # stored_params is the cap until a step (or a load) fixes the mask
 
