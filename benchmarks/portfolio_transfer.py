@@ -35,6 +35,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -119,15 +121,23 @@ def run_search(args: argparse.Namespace, task: str, study: str, portfolio: str,
 
 
 def best_after(studies: Path, name: str) -> dict[int, float | None]:
-    """The best selection score (COMPLETE, within budget) among the first n trained trials."""
-    from autopeft import study as records
-    from autopeft.report.tables import STATE_INFEASIBLE, trials_frame
+    """The best selection score (COMPLETE, within budget) among the first n trained trials.
 
-    frame = trials_frame(records.read_study(name, None, studies)).sort_values("trial")
-    trained = frame[frame.state != STATE_INFEASIBLE]
-    scores = trained.score.where((trained.state == "COMPLETE") & (trained.budget_used <= 1))
-    running = scores.cummax().ffill().tolist()  # a failed trial keeps the best so far
-    return {n: running[n - 1] if len(running) >= n and not math.isnan(running[n - 1]) else None
+    Trained as a trial target counts them (`study.front.counts`): a trial cut off by an
+    interrupted run, retrained when the run resumed, is not counted twice.
+    """
+    from autopeft import study as records
+
+    study = records.read_study(name, None, studies)
+    budget = records.study_setup(study).budget_params
+    best, running = -math.inf, []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if not records.counts(trial):
+            continue
+        if trial.state == TrialState.COMPLETE and trial.values[1] <= budget:
+            best = max(best, trial.values[0])
+        running.append(best)  # a failed or pruned trial keeps the best so far
+    return {n: running[n - 1] if len(running) >= n and running[n - 1] > -math.inf else None
             for n in CHECKPOINTS}
 
 

@@ -10,20 +10,22 @@ from optuna.trial import TrialState
 from autopeft.study.schema import ATTR_ERROR, ATTR_STATUS, STATUS_ERROR, study_setup
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that ran to an outcome: COMPLETE, PRUNED or failed in training.
+def counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial ran to an outcome: COMPLETE, PRUNED or failed in training.
 
     Over-budget candidates never trained, and trials whose search process stopped first
     ("interrupted") did not finish: neither counts toward a trial target, so a resumed run
     trains them anew.
     """
-    def counts(trial: optuna.trial.FrozenTrial) -> bool:
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            return True
-        return (trial.state == TrialState.FAIL
-                and trial.user_attrs.get(ATTR_STATUS) == STATUS_ERROR
-                and not str(trial.user_attrs.get(ATTR_ERROR, "")).startswith("interrupted"))
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return (trial.state == TrialState.FAIL
+            and trial.user_attrs.get(ATTR_STATUS) == STATUS_ERROR
+            and not str(trial.user_attrs.get(ATTR_ERROR, "")).startswith("interrupted"))
 
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward a study's trial target (`counts`)."""
     return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
