@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CHECKPOINTS = (2, 4, 8, 12)  # trained trials after which the best selection score is read
 NEEDED = 3  # tasks on which the target must hold
+# A learned run that could not start (no portfolio to learn): printed as '-', never a target hit
+NOT_RUN = {"study": None, "best_after": dict.fromkeys(CHECKPOINTS), "winner_dev": None,
+           "winner_method": None}
 
 
 # How each task is named to `search` (fix here if the task interface changes): MRPC by its
@@ -142,14 +146,20 @@ def best_after(studies: Path, name: str) -> dict[int, float | None]:
 
 
 def learned_portfolio(args: argparse.Namespace, held_out: str, baselines: dict[str, str]
-                      ) -> Path:
-    """The portfolio learned without `held_out` (built once, then reused)."""
+                      ) -> Path | None:
+    """The portfolio learned without `held_out` (built once, then reused); None, said on
+    stderr, when there is nothing to learn (no trial of the other tasks above chance)."""
+    from autopeft.errors import AutoPeftError
     from autopeft.results.portfolio_build import build_portfolio
 
     path = args.work / f"portfolio-without-{held_out}-s{args.seed}.yaml"
     if not path.exists():
-        build_portfolio(path, [s for t, s in baselines.items() if t != held_out],
-                        size=args.portfolio_size, studies_dir=args.work / "studies")
+        try:
+            build_portfolio(path, [s for t, s in baselines.items() if t != held_out],
+                            size=args.portfolio_size, studies_dir=args.work / "studies")
+        except AutoPeftError as exc:
+            print(f"no portfolio without {held_out}: {exc}", file=sys.stderr)
+            return None
     return path
 
 
@@ -164,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     for final_seeds in dict.fromkeys((0, args.final_seeds)):
         results: dict[str, dict[str, dict]] = {task: {} for task in args.tasks}
         for task, label, study in runs:
-            portfolio = "none" if label == "none" else str(learned_portfolio(args, task, baselines))
-            results[task][label] = run_search(args, task, study, portfolio, final_seeds)
+            portfolio = "none" if label == "none" else learned_portfolio(args, task, baselines)
+            results[task][label] = (NOT_RUN if portfolio is None else
+                                    run_search(args, task, study, str(portfolio), final_seeds))
     report(results, args)
 
 
