@@ -5,7 +5,7 @@ from __future__ import annotations
 from optuna.trial import TrialState
 
 from autopeft.study import make_storage
-from benchmarks.portfolio_transfer import best_after
+from benchmarks.portfolio_transfer import NOT_RUN, best_after, learned_portfolio, parse_args, report
 from tests.helpers import BUDGET, add_trial, new_study, trial_params
 
 
@@ -33,3 +33,25 @@ def test_no_trial_within_budget_reads_as_none(tmp_path):
     for _ in range(2):
         add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), BUDGET + 5, "ok", 0.9)
     assert best_after(studies, "s") == {2: None, 4: None, 8: None, 12: None}
+
+
+def test_nothing_to_learn_skips_the_learned_run_and_misses_the_target(tmp_path, capsys):
+    """Other tasks' trials all at chance: no portfolio, the learned run prints '-', no hit."""
+    studies = tmp_path / "studies"
+    for task in ("mrpc", "rte", "sst2"):
+        name = f"{task}-none-s0"
+        study = new_study(name, storage=make_storage(None, studies / name), task=task)
+        for _ in range(2):  # no chance recorded: the worst trial stands in, so all are at chance
+            add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), 2_000, "ok", 0.5)
+    args = parse_args(["--tasks", "mrpc,cr,mpqa", "--work", str(tmp_path)])
+    baselines = {t: f"{t}-none-s0" for t in ("mrpc", "rte", "sst2")}
+    assert learned_portfolio(args, "mrpc", baselines) is None
+    assert "no portfolio without mrpc: no trial of these studies scores above chance" in (
+        capsys.readouterr().err)
+    assert not list(tmp_path.glob("portfolio-*.yaml"))  # nothing written
+    ran = {"study": "s", "best_after": {2: 0.5, 4: 0.5, 8: None, 12: None},
+           "winner_dev": 0.6, "winner_method": "bitfit"}
+    report({"mrpc": {"none": ran, "learned": NOT_RUN}}, args)
+    out = capsys.readouterr().out
+    assert "mrpc   learned  -       -       -       -        - (none)" in out
+    assert "on 0 of 1 tasks (needed: 3): not met" in out
