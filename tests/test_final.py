@@ -211,6 +211,20 @@ def test_zero_seeds_evaluates_the_trial_artifacts(searched, calls, tmp_path):
     assert "± " not in summary and "search trial's own artifact" in summary
 
 
+def test_zero_seeds_skips_a_trial_whose_artifact_is_gone(searched, calls, tmp_path):
+    """A journal carried elsewhere with one trial's artifact only: that trial is scored, the
+    other keeps no dev score, and the search does not stop."""
+    import shutil
+
+    kept = searched["trials"][1][4]
+    shutil.copytree(searched["work"] / kept, tmp_path / kept)
+    study = _study(searched, "artifact-gone")
+    scores = evaluate_front_on_dev(study, tmp_path, searched["dev"],
+                                   searched["tokenizer"], searched["task"])
+    assert sorted(scores) == [1] and not calls
+    assert sorted(records.dev_scores(_reopen(searched, "artifact-gone"))) == [1]
+
+
 def test_final_seeds_are_distinct_and_reproducible():
     seeds = {final_seed(0, n, k) for n in range(20) for k in range(5)}
     assert len(seeds) == 100

@@ -246,12 +246,16 @@ def evaluate_front_on_dev(
     task: TaskSpec,
     trust_remote_code: bool = False,
 ) -> dict[int, dict[str, float]]:
-    """Dev metrics of each Pareto trial's artifact not evaluated yet; recorded in the study."""
+    """Dev metrics of each Pareto trial's artifact not evaluated yet; recorded in the study.
+
+    A trial whose artifact folder is gone (deleted to save disk, or a study journal carried to
+    another machine without its artifacts) keeps no dev score instead of stopping the search.
+    """
     done = records.dev_scores(study)
     scores = {}
     for trial in records.feasible_front(study):
         artifact = trial.user_attrs.get(records.ATTR_ARTIFACT)
-        if trial.number in done or not artifact:
+        if trial.number in done or not artifact or not (study_dir / artifact).exists():
             continue
         model, _ = load_artifact(study_dir / artifact, trust_remote_code=trust_remote_code)
         scores[trial.number] = evaluate(model, dev, tokenizer, task)
