@@ -56,17 +56,39 @@ def _artifacts(work: Path, study: str) -> set[str]:
 
 
 def _assert_whole_study(work: Path, study: str) -> list[FrozenTrial]:
-    """Nothing left running, every COMPLETE trial has its one artifact, the journal is sound."""
+    """Nothing left running, every COMPLETE trial has its one artifact, the journal is sound,
+    and each interrupted trial's candidate is queued again (`_assert_retried`)."""
     records.check_journal(_journal(work, study))
     trials = _trials(work, study)
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(trials)))  # no trial lost or counted twice
-    assert not _numbers(trials, TrialState.RUNNING) | _numbers(trials, TrialState.WAITING)
+    assert not _numbers(trials, TrialState.RUNNING)
+    _assert_retried(trials)
     complete = _numbers(trials, TrialState.COMPLETE)
     assert {f"trial-{n:04d}" for n in complete} <= _artifacts(work, study)
     assert all(t.user_attrs[records.ATTR_ARTIFACT] == f"artifacts/trial-{t.number:04d}"
                for t in trials if t.state == TrialState.COMPLETE)
     return trials
+
+
+def _assert_retried(trials: list[FrozenTrial]) -> None:
+    """Every interrupted trial's candidate is queued again (same params, the first try's number,
+    one attempt more), and a retry a later run took started before that run's new trials."""
+    retries = {(r["trial"], r["attempt"]): t for t in trials
+               if (r := t.user_attrs.get(records.ATTR_RETRY_OF))}
+    for trial in trials:
+        if not str(trial.user_attrs.get(records.ATTR_ERROR, "")).startswith("interrupted"):
+            continue
+        tried = trial.user_attrs.get(records.ATTR_RETRY_OF, {})
+        again = retries[(tried.get("trial", trial.number), tried.get("attempt", 0) + 1)]
+        params = again.params or again.system_attrs["fixed_params"]  # WAITING: not asked yet
+        assert params == trial.params and again.number > trial.number
+    for again in retries.values():
+        if again.state == TrialState.WAITING:
+            continue
+        later = [t.datetime_start for t in trials if t.number > again.number
+                 and t.datetime_start is not None and records.ATTR_RETRY_OF not in t.user_attrs]
+        assert all(again.datetime_start <= start for start in later)
 
 
 # --- one search with a killed worker, a NaN loss and an out-of-memory trial ------------------
@@ -152,6 +174,7 @@ def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_tria
     assert interrupted and all(t.user_attrs[records.ATTR_ERROR].startswith(
         "interrupted: the search was stopped") for t in interrupted)
     kept_first = _numbers(trials, TrialState.COMPLETE)
+    assert len(_numbers(trials, TrialState.WAITING)) == len(interrupted)  # queued to run first
     assert not (tmp_path / "reports" / "resume").exists()
 
     # SIGKILL while a trial trains: nothing can mark it, so it stays RUNNING until a resume
@@ -178,7 +201,9 @@ def test_interrupted_or_killed_driver_resumes_without_losing_or_duplicating_tria
         assert trials[number].state == TrialState.FAIL
         assert trials[number].user_attrs[records.ATTR_ERROR] == (
             f"interrupted: its search process (pid {second.proc.pid} on "
-            f"{trials[number].user_attrs[records.ATTR_OWNER]['host']}) ended first")
+            f"{trials[number].user_attrs[records.ATTR_OWNER]['host']}) ended first; its "
+            "candidate is queued to run first again")
+    assert not _numbers(trials, TrialState.WAITING)  # every retry ran
     report = pd.read_csv(tmp_path / "reports" / "resume" / "trials.csv")
     assert report.trial.is_unique and set(report.trial) == {t.number for t in trials}
     assert (f"study 'resume' holds {len(kept)} trained trials → this run adds up to "

@@ -106,3 +106,31 @@ def test_a_candidate_that_cannot_apply_is_rejected_not_fatal(tiny_bert, tmp_path
     assert search.infeasible == len(rejected) > 0
     assert all(t.params["adapter_houlsby.drop_layers"] == 2 and t.state == TrialState.FAIL
                and "layer" in t.user_attrs[records.ATTR_ERROR] for t in rejected)
+
+
+def test_an_interrupted_candidate_runs_again_first_and_at_most_twice(searcher):
+    """A stopped search queues its unfinished candidates again; the next `suggest` takes such a
+    retry before a candidate queued earlier, and a candidate is retried twice at most."""
+    search, _ = searcher
+    first = search.suggest("t0")["trial_number"]
+    params = search.study.trials[first].params
+    search.study.enqueue_trial(params, user_attrs={"queued": "earlier"})
+    assert search.fail_unfinished("interrupted: stopped") == [first]
+
+    def retry_of(number: int) -> dict | None:
+        return search.study.trials[number].user_attrs.get(records.ATTR_RETRY_OF)
+
+    again = search.suggest("t1")["trial_number"]
+    assert retry_of(again) == {"trial": first, "attempt": 1}
+    assert search.study.trials[again].params == params
+    queued = search.suggest("t2")["trial_number"]
+    assert search.study.trials[queued].user_attrs.get("queued") == "earlier"
+
+    search.fail_unfinished("interrupted: stopped")
+    third = search.suggest("t3")["trial_number"]
+    assert retry_of(third) == {"trial": first, "attempt": 2}
+    assert retry_of(search.suggest("t4")["trial_number"]) == {"trial": queued, "attempt": 1}
+    search.fail_unfinished("interrupted: stopped")
+    waiting = search.study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[records.ATTR_RETRY_OF] for t in waiting] == [
+        {"trial": queued, "attempt": 2}]  # the first candidate's third retry is not queued

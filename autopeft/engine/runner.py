@@ -152,7 +152,8 @@ def fit(trainable, searcher, settings: EngineSettings, total: int, epochs: int,
         raise SearchInterrupted(
             f"search stopped after {len(grid) - len(unfinished)} of {total} trials; trial(s) "
             f"{', '.join(map(str, unfinished))} did not finish and were marked failed; {keeper} "
-            "keeps every finished trial: run the same command again to continue it")
+            "keeps every finished trial: run the same command again to continue it (the "
+            "unfinished candidates first)")
     out_of_time = limiter.out_of_time or stopped > 0
     if out_of_time:
         overran = (f"; {stopped} still running at {clock(hard_stop_s(budget_s))} were stopped "

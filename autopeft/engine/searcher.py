@@ -89,7 +89,7 @@ class BudgetedOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for _ in range(self._max_rejections):
-            ot_trial = self._ot_study.ask()
+            ot_trial = records.ask_next(self._ot_study)
             candidate = self._space(ot_trial)
             records.record_proposal(ot_trial, self._owner, candidate["method"],
                                     METHOD_FAMILIES[candidate["method"]],
@@ -138,11 +138,13 @@ class BudgetedOptunaSearch(OptunaSearch):
             records.record_retries(ot_trial, failures)
 
     def fail_unfinished(self, why: str) -> list[int]:
-        """Tell every trial Ray has not finished as FAIL (the run was stopped); their numbers."""
+        """Tell every trial Ray has not finished as FAIL (the run was stopped), its candidate
+        queued to run first when the search resumes; their numbers."""
         numbers = []
         for trial_id in list(self._ot_trials):
             ot_trial = self._ot_trials.pop(trial_id)
             self._results.pop(trial_id, None)
+            records.enqueue_retry(self._ot_study, ot_trial)
             records.record_failure(self._ot_study, ot_trial, why)
             numbers.append(ot_trial.number)
         return numbers

@@ -87,10 +87,43 @@ def record_interrupted(study: optuna.Study, trial: optuna.trial.FrozenTrial, why
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
+def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Queue an interrupted trial's candidate again, to be tried first (`ask_next`), so a
+    resumed search loses only the interrupted training time; False past `RETRY_ATTEMPTS`
+    (a candidate that keeps killing its search is not retried forever)."""
+    retry = trial.user_attrs.get(schema.ATTR_RETRY_OF) or {}
+    attempt = int(retry.get("attempt", 0)) + 1
+    if attempt > schema.RETRY_ATTEMPTS or not trial.params:
+        return False
+    origin = int(retry.get("trial", trial.number))
+    study.enqueue_trial(dict(trial.params),
+                        user_attrs={schema.ATTR_RETRY_OF: {"trial": origin, "attempt": attempt}})
+    return True
+
+
 # --- one trial's life: proposed, measured, trained (or not) --------------------------------
 def enqueue(study: optuna.Study, params: dict[str, Any]) -> None:
     """A candidate the search tries before its sampler (portfolio, method default, warm start)."""
     study.enqueue_trial(params, skip_if_exists=True)
+
+
+def ask_next(study: optuna.Study) -> optuna.Trial:
+    """The next trial to run: an interrupted trial's retry first, then what `Study.ask` serves
+    (queued candidates oldest first, then the sampler's).
+
+    Optuna serves queued trials oldest first only, and a retry is queued after the candidates
+    its search had not reached yet; claiming it here the way `Study.ask` claims a queued trial
+    (WAITING to RUNNING in the storage, which fails if another process took it) runs it first.
+    """
+    retries = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+               if schema.ATTR_RETRY_OF in t.user_attrs]
+    for waiting in retries:
+        try:
+            if study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING):
+                return optuna.Trial(study, waiting._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return study.ask()
 
 
 def record_proposal(trial: optuna.Trial, owner: dict[str, Any], method: str, family: str,

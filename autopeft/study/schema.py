@@ -23,7 +23,8 @@ Record layout (read by `autopeft.report` and the search; written by `records.py`
 * trial ``user_attrs``: see the ``ATTR_*`` names below.
 
 A trial is RUNNING while a search process owns it (``ATTR_OWNER``). Opening a study marks FAIL
-the RUNNING trials whose owner has died (a killed search), never those of a search that is still
+the RUNNING trials whose owner has died (a killed search) and queues their candidates to run
+first again (``ATTR_RETRY_OF``), never those of a search that is still
 running on this host (two searches may append to one study at once); trials owned by a process
 on another host are left alone, since their liveness cannot be told from here.
 """
@@ -63,6 +64,8 @@ ATTR_OWNER = "owner"  # {"host", "pid", "started"}: the search process that runs
 ATTR_WORKER = "worker"  # {"node", "host", "pid"}: where Ray ran the trial (its last attempt)
 ATTR_REUSED = "reused_from"  # {"study", "trial"}: a sweep's trial shared from a sibling budget
 ATTR_RETRIES = "retries"  # restarts after the trial's worker process or node was lost
+ATTR_RETRY_OF = "retry_of"  # {"trial", "attempt"}: an interrupted trial's candidate, tried again
+RETRY_ATTEMPTS = 2  # an interrupted candidate is tried again at most this often
 ATTR_CHANCE = "chance_score"  # the best score of a constant prediction on the selection split
 CONSTRAINT_BEATS_CHANCE = "beats_chance"  # Optuna constraint: <= 0 when the trial learned
 

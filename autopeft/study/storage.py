@@ -111,8 +111,9 @@ def open_study(name: str, storage: BaseStorage, setup: StudySetup | None) -> opt
     anything is written to it.
 
     Trials left RUNNING by a crashed or killed run are marked FAIL, so they neither block the
-    sampler nor appear as results; their completed siblings are kept, and so are the RUNNING
-    trials of a search that is still going (see the module docstring).
+    sampler nor appear as results, and their candidates are queued to run first again; their
+    completed siblings are kept, and so are the RUNNING trials of a search that is still going
+    (see the module docstring).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress lines say more
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
@@ -280,8 +281,10 @@ def _fail_stale_trials(study: optuna.Study) -> None:
             continue
         owner = trial.user_attrs.get(ATTR_OWNER) or {}
         who = f" (pid {owner['pid']} on {owner['host']})" if owner else ""
-        records.record_interrupted(study, trial,
-                                   f"interrupted: its search process{who} ended first")
+        retried = records.enqueue_retry(study, trial)
+        records.record_interrupted(
+            study, trial, f"interrupted: its search process{who} ended first"
+            + ("; its candidate is queued to run first again" if retried else ""))
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
