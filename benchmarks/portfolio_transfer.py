@@ -9,6 +9,9 @@ the best selection score after 2, 4, 8 and 12 trained trials and the winner's de
 final runs: `--final-seeds` seeds, `--final-top 1`). Target: with the portfolio, the 4-trial
 best ≥ the 12-trial best without it on at least 3 of the 4 tasks.
 
+Once every search's trials are done, a portfolio is also learned from all of the run's
+studies (`--work`/portfolio-all-tasks-s<seed>.yaml): the shipped default is that file.
+
 Everything is kept under `--work`, and every search is resumable: running the same command
 again continues what an interrupted run left (a portfolio file already written is reused, so
 delete it after extending the baseline studies).
@@ -149,17 +152,36 @@ def learned_portfolio(args: argparse.Namespace, held_out: str, baselines: dict[s
                       ) -> Path | None:
     """The portfolio learned without `held_out` (built once, then reused); None, said on
     stderr, when there is nothing to learn (no trial of the other tasks above chance)."""
+    return portfolio_from(args, f"portfolio-without-{held_out}-s{args.seed}.yaml",
+                          [s for t, s in baselines.items() if t != held_out],
+                          f"no portfolio without {held_out}")
+
+
+def portfolio_from(args: argparse.Namespace, file_name: str, studies: list[str], refusal: str
+                   ) -> Path | None:
+    """`autopeft portfolio build` of `studies` into `--work`/`file_name`, once (an existing file
+    is reused); None, with `refusal` and the reason on stderr, when the build refuses."""
     from autopeft.errors import AutoPeftError
     from autopeft.results.portfolio_build import build_portfolio
 
-    path = args.work / f"portfolio-without-{held_out}-s{args.seed}.yaml"
+    path = args.work / file_name
     if not path.exists():
         try:
-            build_portfolio(path, [s for t, s in baselines.items() if t != held_out],
-                            size=args.portfolio_size, studies_dir=args.work / "studies")
+            build_portfolio(path, studies, size=args.portfolio_size,
+                            studies_dir=args.work / "studies")
         except AutoPeftError as exc:
-            print(f"no portfolio without {held_out}: {exc}", file=sys.stderr)
+            print(f"{refusal}: {exc}", file=sys.stderr)
             return None
+    return path
+
+
+def all_task_portfolio(args: argparse.Namespace, studies: list[str]) -> Path | None:
+    """The portfolio learned from every study of the run (both arms, every task): the
+    candidate for the shipped default (`search_spaces/portfolio.yaml`, README)."""
+    path = portfolio_from(args, f"portfolio-all-tasks-s{args.seed}.yaml", studies,
+                          "no portfolio from all tasks")
+    if path is not None:
+        print(f"portfolio learned from all {len(studies)} studies: {path}", file=sys.stderr)
     return path
 
 
@@ -177,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             portfolio = "none" if label == "none" else learned_portfolio(args, task, baselines)
             results[task][label] = (NOT_RUN if portfolio is None else
                                     run_search(args, task, study, str(portfolio), final_seeds))
+        if final_seeds == 0:  # every search's trials are done: what a default would learn
+            all_task_portfolio(args, [run["study"] for runs_of in results.values()
+                                      for run in runs_of.values() if run["study"]])
     report(results, args)
 
 

@@ -55,3 +55,30 @@ def test_nothing_to_learn_skips_the_learned_run_and_misses_the_target(tmp_path, 
     out = capsys.readouterr().out
     assert "mrpc   learned  -       -       -       -        - (none)" in out
     assert "on 0 of 1 tasks (needed: 3): not met" in out
+
+
+def test_the_all_task_portfolio_learns_from_every_study_once(tmp_path, capsys):
+    """Built from both arms of every task, written once under --work and then reused."""
+    import yaml
+
+    from benchmarks.portfolio_transfer import all_task_portfolio
+
+    studies = tmp_path / "studies"
+    names = []
+    for task, lr in (("mrpc", 1e-3), ("rte", 2e-3), ("sst2", 3e-3)):
+        for arm in ("none", "learned"):
+            name = f"{task}-{arm}-s0"
+            study = new_study(name, storage=make_storage(None, studies / name), task=task)
+            add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), 2_000, "ok", 0.5)
+            add_trial(study, TrialState.COMPLETE, trial_params("lora", lr, 8), 4_000, "ok", 0.8)
+            names.append(name)
+    args = parse_args(["--tasks", "mrpc,cr,mpqa", "--work", str(tmp_path)])
+    path = all_task_portfolio(args, names)
+    assert path == tmp_path / "portfolio-all-tasks-s0.yaml"
+    built = yaml.safe_load(path.read_text())
+    assert sorted(built["provenance"]["tasks"]) == ["mrpc", "rte", "sst2"]
+    assert {s["study"] for s in built["provenance"]["studies"]} == set(names)
+    assert all(e["method"] == "lora" for e in built["entries"])
+    assert f"portfolio learned from all 6 studies: {path}" in capsys.readouterr().err
+    path.write_text("kept")  # an existing file is reused, never rebuilt
+    assert all_task_portfolio(args, names) == path and path.read_text() == "kept"
