@@ -120,10 +120,14 @@ def test_an_interrupted_candidate_runs_again_first_and_at_most_twice(searcher):
     def retry_of(number: int) -> dict | None:
         return search.study.trials[number].user_attrs.get(records.ATTR_RETRY_OF)
 
-    again = search.suggest("t1")["trial_number"]
+    proposed = search.suggest("t1")
+    again = proposed["trial_number"]
     assert retry_of(again) == {"trial": first, "attempt": 1}
+    assert proposed["seed_trial"] == first != again  # trains as the cut-off trial would have
     assert search.study.trials[again].params == params
-    queued = search.suggest("t2")["trial_number"]
+    proposed = search.suggest("t2")
+    queued = proposed["trial_number"]
+    assert proposed["seed_trial"] == queued
     assert search.study.trials[queued].user_attrs.get("queued") == "earlier"
 
     search.fail_unfinished("interrupted: stopped")
@@ -134,3 +138,27 @@ def test_an_interrupted_candidate_runs_again_first_and_at_most_twice(searcher):
     waiting = search.study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs[records.ATTR_RETRY_OF] for t in waiting] == [
         {"trial": queued, "attempt": 2}]  # the first candidate's third retry is not queued
+
+
+def test_a_retry_trains_with_the_seed_of_the_trial_it_repeats(tiny_bert, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from autopeft.train import trial as trial_module
+
+    seeds = []
+
+    def fake_fit(*args, seed, **kwargs):  # the training: see its seed, train nothing
+        seeds.append(seed)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(trial_module, "fit_candidate", fake_fit)
+    context = trial_module.TrialContext(
+        model=resolve_model(str(tiny_bert)), task="mrpc", budget_params=10**6, epochs=1,
+        batch_size=32, seed=7, study_dir=str(tmp_path))
+    data = SimpleNamespace(train=None, selection=None, tokenizer=None)
+    for numbers in ({"trial_number": 5}, {"trial_number": 9, "seed_trial": 5},
+                    {"trial_number": 9}):
+        with pytest.raises(RuntimeError, match="stop"):
+            trial_module.run_trial({"method": "bitfit", "knobs": {}, **numbers}, data, context,
+                                   print)
+    assert seeds == [12, 12, 16]

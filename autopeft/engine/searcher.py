@@ -107,7 +107,10 @@ class BudgetedOptunaSearch(OptunaSearch):
             if footprint.stored_params <= self._budget:
                 self._ot_trials[trial_id] = ot_trial
                 self._results[trial_id] = []
-                return {**candidate, "trial_number": ot_trial.number}
+                # a retry trains with the seed of the trial it repeats, as if never cut off
+                retry = ot_trial.user_attrs.get(records.ATTR_RETRY_OF) or {}
+                return {**candidate, "trial_number": ot_trial.number,
+                        "seed_trial": int(retry.get("trial", ot_trial.number))}
             self._reject(ot_trial, f"{footprint.stored_params:,} stored params over the budget "
                                    f"of {self._budget:,}")
         logger.warning("no feasible candidate in %d proposals; ending the search",

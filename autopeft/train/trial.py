@@ -122,7 +122,8 @@ def run_trial(
     context: TrialContext,
     report: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
-    """Train `candidate` ({"method", "knobs", "trial_number"}) and report each epoch.
+    """Train `candidate` ({"method", "knobs", "trial_number"}, optionally "seed_trial": the
+    number whose seed it trains with, that of the trial a retry repeats) and report each epoch.
 
     The last report carries `final: True`; a trial stopped before it was early-stopped.
     """
@@ -179,7 +180,7 @@ def run_trial(
 
     trained = fit_candidate(
         candidate, data.train, data.selection, data.tokenizer, context,
-        seed=context.seed + number,
+        seed=context.seed + int(candidate.get("seed_trial", number)),
         on_built=built,
         on_epoch_end=end_epoch,
     )
