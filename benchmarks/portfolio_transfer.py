@@ -36,10 +36,11 @@ import json
 import math
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -131,14 +132,18 @@ def best_after(studies: Path, name: str) -> dict[int, float | None]:
     """The best selection score (COMPLETE, within budget) among the first n trained trials.
 
     Trained as a trial target counts them (`study.front.counts`): a trial cut off by an
-    interrupted run, retrained when the run resumed, is not counted twice.
+    interrupted run, retrained when the run resumed, is not counted twice; in the order they
+    started (a retry, numbered after the candidates queued before it, runs before them).
     """
     from autopeft import study as records
 
     study = records.read_study(name, None, studies)
     budget = records.study_setup(study).budget_params
     best, running = -math.inf, []
-    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    def started(trial: FrozenTrial) -> tuple[datetime, int]:
+        return trial.datetime_start or datetime.max, trial.number
+
+    for trial in sorted(study.get_trials(deepcopy=False), key=started):
         if not records.counts(trial):
             continue
         if trial.state == TrialState.COMPLETE and trial.values[1] <= budget:

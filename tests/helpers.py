@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -287,6 +288,7 @@ def add_trial(
     epochs: int = 0,
     error: str | None = None,
     allocation: dict | None = None,
+    started: datetime | None = None,
 ) -> None:
     attrs: dict = {
         ATTR_METHOD: params["method"],
@@ -306,15 +308,16 @@ def add_trial(
     if allocation is not None:
         attrs[ATTR_ALLOCATION] = allocation
     values = [score, float(stored)] if state == TrialState.COMPLETE else None
-    study.add_trial(
-        create_trial(
-            state=state,
-            values=values,
-            params=params,
-            distributions={k: DISTRIBUTIONS[k] for k in params},
-            user_attrs=attrs,
-        )
+    trial = create_trial(
+        state=state,
+        values=values,
+        params=params,
+        distributions={k: DISTRIBUTIONS[k] for k in params},
+        user_attrs=attrs,
     )
+    if started is not None:
+        trial.datetime_start = started
+    study.add_trial(trial)
 
 
 def fill_example(s: optuna.Study) -> optuna.Study:

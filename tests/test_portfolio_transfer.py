@@ -82,3 +82,19 @@ def test_the_all_task_portfolio_learns_from_every_study_once(tmp_path, capsys):
     assert f"portfolio learned from all 6 studies: {path}" in capsys.readouterr().err
     path.write_text("kept")  # an existing file is reused, never rebuilt
     assert all_task_portfolio(args, names) == path and path.read_text() == "kept"
+
+
+def test_best_so_far_follows_the_order_trials_started_in(tmp_path):
+    """A retry, numbered after the candidates queued before it, ran before them: it counts
+    where it ran."""
+    from datetime import datetime, timedelta
+
+    studies = tmp_path / "studies"
+    study = new_study("s", storage=make_storage(None, studies / "s"))
+    start = datetime(2026, 12, 7, 12)
+    for minutes, score in ((0, 0.70), (20, 0.72), (30, 0.71), (40, 0.73)):  # numbers 0..3
+        add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), 2_000, "ok", score,
+                  started=start + timedelta(minutes=minutes))
+    add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), 2_000, "ok", 0.90,
+              started=start + timedelta(minutes=10))  # number 4, the retry: ran second
+    assert best_after(studies, "s") == {2: 0.90, 4: 0.90, 8: None, 12: None}
