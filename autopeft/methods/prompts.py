@@ -136,9 +136,9 @@ class PrefixTuning(PromptMethod):
     name = "prefix_tuning"
     summary = "trainable key/value prefixes in every attention layer (peft)"
     config_class = PrefixTuningKnobs
-    plain_peft_caveat = ("peft passes the prefixes as `past_key_values`, which transformers 5 "
-                         "models take as `cache`; `autopeft.load` installs the forward that "
-                         "maps it")
+    plain_peft_caveat = ("peft hands the prefixes to the model's own forward only where its "
+                         "signature names the cache; `autopeft.load` installs the forward "
+                         "that does")
 
     def check_applicable(self, model: nn.Module) -> None:
         _accept_prefix_cache(model)
@@ -181,24 +181,43 @@ class PTuning(PromptMethod):
 def _accept_prefix_cache(model: nn.Module) -> None:
     """Let peft hand prefix tuning's key/value cache to the model, or say why it cannot.
 
-    peft 0.21 passes the prefixes as `past_key_values` and looks for that name in the forward
-    signature; transformers 5 renamed the argument `cache`. Where the backbone takes a cache and
-    the classifier passes it on, the model gets a `forward` taking the old name (set on the
-    instance, so `apply` and `load` both install it). DeBERTa-v2 and DistilBERT have no cache.
+    peft calls the model's own forward only when its signature names the cache keyword peft
+    passes (`_peft_cache_keyword`); otherwise it runs the backbone and the classifier itself,
+    which in a decoder classifies the cache instead of the last token. Where the backbone takes
+    a cache and the classifier passes it on, the model gets a `forward` naming that keyword (set
+    on the instance, so `apply` and `load` both install it). DeBERTa-v2 and DistilBERT have none.
     """
+    keyword = _peft_cache_keyword()
     top = inspect.signature(model.forward).parameters
-    if "past_key_values" in top:
+    if keyword in top:
         return
     backbone = inspect.signature(model.base_model.forward).parameters
     passes_on = "cache" in top or any(p.kind is p.VAR_KEYWORD for p in top.values())
     if "cache" not in backbone or not passes_on:
         raise MethodNotApplicable(
             f"prefix tuning needs a key/value cache; '{model_type(model)}' models take none")
-    model.forward = MethodType(_forward_with_prefix, model)
+    shim = _forward_with_cache if keyword == "cache" else _forward_with_past_key_values
+    model.forward = MethodType(shim, model)
 
 
-def _forward_with_prefix(self: nn.Module, *args, past_key_values=None, **kwargs):
+def _peft_cache_keyword() -> str:
+    """`cache` from peft 0.22 on transformers >= 5.24 (its rename), `past_key_values` before.
+
+    peft decides the name; older peft has no function saying it and always used the old one.
+    """
+    try:
+        from peft.import_utils import get_transformers_cache_name
+    except ImportError:
+        return "past_key_values"
+    return get_transformers_cache_name()
+
+
+def _forward_with_past_key_values(self: nn.Module, *args, past_key_values=None, **kwargs):
     return type(self).forward(self, *args, cache=past_key_values, **kwargs)
+
+
+def _forward_with_cache(self: nn.Module, *args, cache=None, **kwargs):
+    return type(self).forward(self, *args, cache=cache, **kwargs)
 
 
 def _encode_once(encoder: nn.Module) -> None:
