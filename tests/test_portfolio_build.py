@@ -45,6 +45,7 @@ class T:
     stored: int
     derived: dict[str, Any] = field(default_factory=dict)
     state: TrialState = TrialState.COMPLETE
+    attrs: dict[str, Any] = field(default_factory=dict)  # more user attrs
 
     @property
     def params(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def make_study(name: str, task: str, trials: list[T], chance: float | None = 0.5
     distributions = _distributions(trials)
     for trial in trials:
         attrs = {records.ATTR_STATUS: "ok", records.ATTR_STORED: trial.stored,
-                 records.ATTR_DERIVED: trial.derived}
+                 records.ATTR_DERIVED: trial.derived, **trial.attrs}
         if chance is not None:
             attrs[records.ATTR_CHANCE] = chance
         complete = trial.state == TrialState.COMPLETE
@@ -166,6 +167,16 @@ def test_duplicates_are_one_candidate_whatever_space_or_sampled_fraction_found_t
     assert table.sources[0] == ["a#0", "a#1", "b#0"]
     assert table.scores.loc[0, "a"] == pytest.approx((0.75 - 0.5) / (0.9 - 0.5))  # mean of two
     assert table.cost[0] == pytest.approx(0.4)
+
+
+def test_a_trial_that_stores_less_after_training_keeps_the_size_it_trained_at():
+    # DyLoRA trained at r_max 8 (80% of the budget measured before training) stores only the
+    # rank it chose (20%): the entry must bring back r_max 8, not a DyLoRA of r_max 2
+    dylora = T("dylora", {"budget_fraction": 0.8, "targets": "qv", "learning_rate": 2e-3},
+               0.8, 2_000, {"dylora.r_max": 8}, attrs={records.ATTR_BUDGET_USED: 0.8})
+    table = score_table([study_record(make_study("a", "mrpc", [dylora, bitfit()]))])
+    assert table.candidates[0].budget_fraction == 0.8
+    assert table.cost[0] == pytest.approx(0.2)  # what it stores is still what it costs
 
 
 def test_a_missing_cell_is_the_nearest_same_method_cell_shrunk_by_its_distance():

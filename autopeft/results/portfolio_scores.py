@@ -3,8 +3,9 @@
 **Candidates** are the COMPLETE trials within budget of every study, written so that they
 transfer to other models and budgets: the method and every knob it declares (defaults filled
 in, so studies searched over different spaces agree; learning rate and warmup included), with
-the size knob (`portfolio.size_knob`) replaced by `budget_fraction`, the trial's stored params
-over its study's budget, rounded up to 3 significant digits (up, so that the same model and
+the size knob (`portfolio.size_knob`) replaced by `budget_fraction`, the size the trial trained
+at (measured before training, as its `budget_used`; DyLoRA stores less afterwards) over its
+study's budget, rounded up to 3 significant digits (up, so that the same model and
 budget give the same size back). Trials of the same method, knobs and fraction are one
 candidate: the same configuration tried in several studies, or twice in one. A space's
 per-method epochs or batch size are not kept: the next search trains with its own.
@@ -189,7 +190,9 @@ def _candidate(trial: optuna.trial.FrozenTrial, budget: int) -> Candidate:
     fraction = None
     if size is not None:
         knobs.pop(size, None)
-        fraction = _share(trial.values[1] / budget)
+        # the size trained, measured before training: DyLoRA stores only the rank it chose
+        # afterwards, and that rank as r_max would be another configuration
+        fraction = _share(trial.user_attrs.get(records.ATTR_BUDGET_USED, trial.values[1] / budget))
     return Candidate(method, tuple(sorted(knobs.items())), fraction)
 
 

@@ -65,7 +65,7 @@ def share_trial(trial: FrozenTrial, source: Sibling, siblings: list[Sibling]) ->
         attrs = {k: v for k, v in trial.user_attrs.items() if k != records.ATTR_OWNER}
         attrs.update({
             ATTR_REUSED: {"study": source.name, "trial": trial.number},
-            records.ATTR_BUDGET_USED: stored / target.budget_params,
+            records.ATTR_BUDGET_USED: _trained_size(trial, source) / target.budget_params,
         })
         if derived:
             attrs[records.ATTR_DERIVED] = derived
@@ -201,6 +201,14 @@ def _holds(study: optuna.Study, source: str, number: int, candidate: tuple) -> b
                 trial.params, trial.user_attrs.get(records.ATTR_DERIVED))) == candidate:
             return True
     return False
+
+
+def _trained_size(trial: FrozenTrial, source: Sibling) -> int:
+    """The params the trial trained with, measured before training (`ATTR_BUDGET_USED`): a
+    DyLoRA trial stores only its chosen rank afterwards."""
+    used = trial.user_attrs.get(records.ATTR_BUDGET_USED)
+    return trial.user_attrs[records.ATTR_STORED] if used is None else round(
+        used * source.budget_params)
 
 
 def _expressed_in(trial: FrozenTrial, target: Sibling
