@@ -24,7 +24,7 @@ case "$action" in
       # complete lines only: a running search may be halfway through writing one
       head -n "$(wc -l < "$journal")" "$journal" > "$state/studies/$study/optuna.journal"
     done
-    for file in "$work"/portfolio-without-*.yaml "$work"/result.json "$work"/log*.txt; do
+    for file in "$work"/portfolio-*.yaml "$work"/result.json "$work"/log*.txt; do
       [[ -e "$file" ]] && cp "$file" "$state/"
     done
     echo "saved $(ls "$state/studies" | wc -l) study journal(s) from $work into $state" ;;
