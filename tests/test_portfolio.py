@@ -1,7 +1,8 @@
 """The portfolio: known-good first candidates, all feasible, enqueued first and once.
 
-The shipped default is learned and rebuilt (README), so the enqueueing tests read a fixed
-hand-set file (`HANDSET`); the shipped file is checked for what any default must hold."""
+The shipped default is learned and rebuilt (README), so the enqueueing tests read the fixed
+hand-set file kept beside it (`HANDSET`); the shipped file is checked for what any default
+must hold."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from autopeft.space.sizing import Sizer
 from autopeft.space.space import load_space
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-HANDSET = Path(__file__).parent / "fixtures" / "portfolio_handset.yaml"
+HANDSET = Path(__file__).parents[1] / "search_spaces" / "portfolio_handset.yaml"
 
 
 def test_every_entry_names_its_source_and_valid_knobs():
@@ -105,3 +106,23 @@ def test_a_search_tries_the_portfolio_first_and_none_turns_it_off(tmp_path, tiny
     # without it, each method once at its defaults, families taking turns in the space's
     # order (bitfit's family first), whatever order --methods names them in
     assert [c["method"] for c in firsts["without"]] == ["bitfit", "lora"]
+
+
+def test_the_shipped_default_is_learned_from_the_four_shared_tasks_on_minilm():
+    """README: the default is `autopeft portfolio build` of the transfer benchmark's studies
+    (MRPC, CR, MPQA, STS-B with the bundled MiniLM), provenance and per-task scores kept."""
+    import yaml
+
+    from autopeft.search.portfolio import PORTFOLIO_FILE
+
+    document = yaml.safe_load(PORTFOLIO_FILE.read_text(encoding="utf-8"))
+    provenance = document["provenance"]
+    tasks = {"mrpc", "cr", "mpqa", "stsb"}
+    assert set(provenance["tasks"]) == tasks
+    assert provenance["models"] == [MINILM]
+    assert {study["task"] for study in provenance["studies"]} == tasks
+    assert all(study["best"] > study["chance"] for study in provenance["studies"])
+    for entry in document["entries"]:
+        assert set(entry["scores"]) == tasks
+        assert entry["trained_in"]  # each entry was trained, not imputed everywhere
+    assert len(load_portfolio()) == provenance["size"] == len(document["entries"])
