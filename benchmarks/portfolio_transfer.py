@@ -10,7 +10,8 @@ final runs: `--final-seeds` seeds, `--final-top 1`). Target: with the portfolio,
 best ≥ the 12-trial best without it on at least 3 of the 4 tasks.
 
 Once every search's trials are done, a portfolio is also learned from all of the run's
-studies (`--work`/portfolio-all-tasks-s<seed>.yaml): the shipped default is that file.
+studies (`--work`/portfolio-all-tasks-s<seed>.yaml). The shipped default is learned from these
+studies and the hand-set entries' (benchmarks/default_portfolio.py, same `--work`).
 
 Everything is kept under `--work`, and every search is resumable: running the same command
 again continues what an interrupted run left (a portfolio file already written is reused, so
@@ -181,8 +182,8 @@ def portfolio_from(args: argparse.Namespace, file_name: str, studies: list[str],
 
 
 def all_task_portfolio(args: argparse.Namespace, studies: list[str]) -> Path | None:
-    """The portfolio learned from every study of the run (both arms, every task): the
-    candidate for the shipped default (`search_spaces/portfolio.yaml`, README)."""
+    """The portfolio learned from every study of the run (both arms, every task): what the
+    method defaults alone teach (the shipped default adds the hand-set entries' studies)."""
     path = portfolio_from(args, f"portfolio-all-tasks-s{args.seed}.yaml", studies,
                           "no portfolio from all tasks")
     if path is not None:
