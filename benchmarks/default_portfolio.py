@@ -19,7 +19,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import portfolio_transfer as transfer
+if __package__:  # imported as benchmarks.default_portfolio (the tests)
+    from benchmarks import portfolio_transfer as transfer
+else:  # run as a script, its folder first on sys.path
+    import portfolio_transfer as transfer
 
 HANDSET = Path(__file__).resolve().parents[1] / "search_spaces" / "portfolio_handset.yaml"
 

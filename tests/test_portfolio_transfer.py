@@ -1,7 +1,9 @@
-"""benchmarks/portfolio_transfer.py reads its best-so-far curves as a trial target counts trials."""
+"""benchmarks/portfolio_transfer.py reads its best-so-far curves as a trial target counts trials;
+benchmarks/default_portfolio.py builds on its studies."""
 
 from __future__ import annotations
 
+import pytest
 from optuna.trial import TrialState
 
 from autopeft.study import make_storage
@@ -98,3 +100,14 @@ def test_best_so_far_follows_the_order_trials_started_in(tmp_path):
     add_trial(study, TrialState.COMPLETE, trial_params("bitfit", 1e-3), 2_000, "ok", 0.90,
               started=start + timedelta(minutes=10))  # number 4, the retry: ran second
     assert best_after(studies, "s") == {2: 0.90, 4: 0.90, 8: None, 12: None}
+
+
+def test_the_default_portfolio_is_built_only_after_the_transfer_run(tmp_path):
+    """benchmarks/default_portfolio.py learns from the transfer run's 8 studies: without them
+    it says so and trains nothing."""
+    from benchmarks.default_portfolio import main
+
+    with pytest.raises(SystemExit, match="run benchmarks/portfolio_transfer.py first: no study "
+                       "mrpc-none-s0, "):
+        main(["--work", str(tmp_path)])
+    assert not (tmp_path / "studies").exists()
