@@ -2,7 +2,7 @@
 
 A portfolio learned only from `benchmarks/portfolio_transfer.py`'s studies can hold only what
 they trained, the method defaults. The hand-set portfolio (`search_spaces/portfolio_handset.yaml`)
-has configurations no method default has (LoRA r=4 on every projection won the README quick
+has configurations no method default has (LoRA on every projection, fitted to r=2, won the quick
 start on MRPC), so this script first trains its first `--trials` entries on each of the four
 shared tasks (same model, budget, seed and training settings as the transfer run, studies
 `<task>-handset-s<seed>` under the same `--work`, resumable), then learns the default from all
