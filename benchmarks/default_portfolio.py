@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     studies = [f"{task}-{arm}-s{args.seed}" for arm in ("none", "learned") for task in args.tasks]
     missing = [s for s in studies if not (args.work / "studies" / s).is_dir()]
     if missing:
-        raise SystemExit("run benchmarks/portfolio_transfer.py first: no study "
-                         f"{', '.join(missing)} under {args.work / 'studies'}")
+        print("error: run benchmarks/portfolio_transfer.py first: no study "
+              f"{', '.join(missing)} under {args.work / 'studies'}", file=sys.stderr)
+        raise SystemExit(2)
     for task in args.tasks:
         study = f"{task}-handset-s{args.seed}"
         transfer.run_search(args, task, study, str(HANDSET), final_seeds=0)

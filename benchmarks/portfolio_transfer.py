@@ -69,7 +69,7 @@ def task_settings(name: str, text_dir: Path, glue_dir: Path) -> dict[str, Any]:
     if name == "mrpc":
         return {"task": "mrpc", "data_dir": str(glue_dir / "MRPC")}
     if name not in TEXT_TASKS:
-        raise SystemExit(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
     folder, text_columns, label, extra = TEXT_TASKS[name]
     root = text_dir / folder
     return {"task": {"name": name, "train": str(root / "train.tsv"),
@@ -101,8 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if len(args.tasks) < 3:
         parser.error("--tasks: at least 3, so each portfolio is learned from 2 or more")
-    for name in args.tasks:
-        task_settings(name, args.text_dir, args.glue_dir)
+    unknown = [name for name in args.tasks if name not in TASKS]
+    if unknown:
+        parser.error(f"--tasks: unknown task '{unknown[0]}'; known: {', '.join(TASKS)}")
     return args
 
 

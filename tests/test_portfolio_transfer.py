@@ -102,12 +102,25 @@ def test_best_so_far_follows_the_order_trials_started_in(tmp_path):
     assert best_after(studies, "s") == {2: 0.90, 4: 0.90, 8: None, 12: None}
 
 
-def test_the_default_portfolio_is_built_only_after_the_transfer_run(tmp_path):
+def test_the_default_portfolio_is_built_only_after_the_transfer_run(tmp_path, capsys):
     """benchmarks/default_portfolio.py learns from the transfer run's 8 studies: without them
-    it says so and trains nothing."""
+    it says so in one line, exits 2 and trains nothing."""
     from benchmarks.default_portfolio import main
 
-    with pytest.raises(SystemExit, match="run benchmarks/portfolio_transfer.py first: no study "
-                       "mrpc-none-s0, "):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--work", str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: run benchmarks/portfolio_transfer.py first: no study "
+                            "mrpc-none-s0, "), error
+    assert "\n" not in error
     assert not (tmp_path / "studies").exists()
+
+
+def test_the_transfer_run_names_an_unknown_task_and_exits_2(capsys):
+    from benchmarks.portfolio_transfer import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--tasks", "mrpc,cr,nope"])
+    assert exit_info.value.code == 2
+    assert "--tasks: unknown task 'nope'; known: mrpc, cr, mpqa, stsb" in capsys.readouterr().err
