@@ -161,3 +161,47 @@ def test_an_artifact_records_its_head_and_loads_with_the_same_pooling(tiny_bert,
     with torch.no_grad():
         expected = trained.model(input_ids=ids.to(next(trained.model.parameters()).device))
         assert torch.allclose(loaded(input_ids=ids).logits, expected.logits.cpu(), atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta", "distilbert", "gpt2"])
+def test_a_regression_head_starts_at_the_targets_mean(tiny_models, architecture):
+    """The regressor's bias starts at the train targets' mean (BERT's classifier, RoBERTa's
+    classifier.out_proj, DistilBERT's classifier after pre_classifier); GPT-2's score layer
+    has no bias and is left alone."""
+    from autopeft.backbones.head import centre_regression_output
+
+    model = load_model(resolve_model(str(tiny_models(architecture))), 1, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    centred = centre_regression_output(model, 2.7)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    expected = {"bert": ["classifier.bias"], "roberta": ["classifier.out_proj.bias"],
+                "distilbert": ["classifier.bias"], "gpt2": []}[architecture]
+    assert changed == expected
+    assert centred == bool(expected)
+    for name in expected:
+        assert dict(model.named_parameters())[name].item() == pytest.approx(2.7)
+
+
+def test_fit_centres_regression_heads_only(tiny_bert, tmp_path):
+    """Every trial and final run (`fit_candidate`) starts a regression head at the mean of the
+    targets it trains on, before the method prepares (Fisher scores see it); classification
+    heads keep Hugging Face's zero bias."""
+    source = resolve_model(str(tiny_bert))
+    tokenizer = load_tokenizer(source)
+    frame = _frame()
+    frame["label"] = [1.0 + 0.25 * (i % 13) for i in range(len(frame))]  # mean ≈ 2.5, not 0
+    seen = {}
+    for task in ("stsb", "mrpc"):
+        if task == "mrpc":
+            frame["label"] = [i % 2 for i in range(len(frame))]
+        train = tokenize_frame(frame, ("sentence1", "sentence2"), tokenizer, 32)
+        context = TrialContext(model=source, task=task, budget_params=10**9, epochs=1,
+                               batch_size=8, seed=0, study_dir=str(tmp_path / task))
+        fit_candidate({"method": "bitfit", "knobs": {"learning_rate": 1e-3}}, train, None,
+                      tokenizer, context, seed=0,
+                      on_built=lambda method, model, task=task: seen.__setitem__(
+                          task, model.classifier.bias.detach().clone()))
+        seen[task + "-mean"] = float(train.labels.mean())
+    assert seen["stsb"].tolist() == pytest.approx([seen["stsb-mean"]])
+    assert seen["stsb-mean"] > 2.0
+    assert seen["mrpc"].tolist() == [0.0, 0.0]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from autopeft.artifacts.store import save_artifact
-from autopeft.backbones.head import HeadSettings, freeze_pooler
+from autopeft.backbones.head import HeadSettings, centre_regression_output, freeze_pooler
 from autopeft.backbones.models import ModelSource, load_model
 from autopeft.errors import AutoPeftError, EmptyDelta
 from autopeft.methods import Method, build_method
@@ -75,8 +75,9 @@ def fit_candidate(
     """The one training path of a candidate ({"method", "knobs"}), for trials and final runs.
 
     Seeds torch, applies the method to a freshly loaded backbone (head initialised from
-    `seed`), lets it prepare on `train`, then trains `context.epochs` epochs of
-    `context.batch_size` with the method's optimiser knobs and the same `seed` for data order.
+    `seed`; a regression head's bias at the train targets' mean), lets it prepare on `train`,
+    then trains `context.epochs` epochs of `context.batch_size` with the method's optimiser
+    knobs and the same `seed` for data order.
     `on_built` sees the model before training (the trial checks the budget there).
     Rank-flexible methods (DyLoRA) get their evaluation rank from `rank` when given (fixed by
     the search), else they choose it on `selection`.
@@ -85,6 +86,8 @@ def fit_candidate(
     torch.manual_seed(seed)
     method = build_method(candidate["method"], candidate["knobs"])
     backbone = load_model(context.model, task.num_labels, seed=seed, pooling=context.head.pooling)
+    if task.is_regression:
+        centre_regression_output(backbone, float(train.labels.mean()))
     model = method.apply(backbone).to(pick_device())
     if not context.head.train_pooler:
         freeze_pooler(model)
