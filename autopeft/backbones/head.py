@@ -98,7 +98,7 @@ def centre_regression_output(model: nn.Module, target_mean: float) -> bool:
     Hugging Face starts the bias at 0; on targets far from 0 (STS-B's mean is ~2.7) every
     example's error then points the same way, and a method training a few backbone weights
     at a high learning rate can collapse every input onto one representation that predicts
-    the mean (Child-Tuning_D on STS-B: Pearson 0.14 at one seed, 0.82 at another). The last
+    the mean (Child-Tuning_D on STS-B: 0.14 at one seed, 0.82 at another). The last
     head layer with a single output is the regressor (BERT's `classifier`, RoBERTa's
     `classifier.out_proj`); heads without a bias (GPT-2's `score`) are left as they are.
     """
